@@ -1,0 +1,15 @@
+/* diffuse: the umbrella header of the SDK. */
+#ifndef DIFFUSE_DIFFUSE_H
+#define DIFFUSE_DIFFUSE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The package version, e.g. "0.1.0". */
+const char *df_version_string(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
