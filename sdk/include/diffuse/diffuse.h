@@ -2,6 +2,11 @@
 #ifndef DIFFUSE_DIFFUSE_H
 #define DIFFUSE_DIFFUSE_H
 
+#include "diffuse/error.h"
+#include "diffuse/settings.h"
+#include "diffuse/plugin.h"
+#include "diffuse/tensor.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
