@@ -118,6 +118,11 @@ grep_in err "not a directory"
 expect 2 "$diffuse" run "$tmp/misspelt.cfg" --runs-dir "$tmp/runs2"
 test ! -e "$tmp/runs2" || { echo "FAIL: a bad pipeline made a run folder"; failures=$((failures + 1)); }
 
+# Every shipped pipeline is valid with the plugins of this build.
+for pipeline in "$DF_TOP_SRCDIR"/pipelines/*.cfg; do
+	expect 0 "$diffuse" check "$pipeline"
+done
+
 if [ "$failures" -ne 0 ]; then
 	echo "$failures failure(s)"
 	exit 1
