@@ -2,6 +2,8 @@
 #ifndef DIFFUSE_DIFFUSE_H
 #define DIFFUSE_DIFFUSE_H
 
+#include "diffuse/rng.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
