@@ -2,6 +2,7 @@
 #ifndef DIFFUSE_DIFFUSE_H
 #define DIFFUSE_DIFFUSE_H
 
+#include "diffuse/io.h"
 #include "diffuse/rng.h"
 
 #ifdef __cplusplus
