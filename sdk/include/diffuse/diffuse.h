@@ -3,6 +3,7 @@
 #define DIFFUSE_DIFFUSE_H
 
 #include "diffuse/io.h"
+#include "diffuse/optim.h"
 #include "diffuse/rng.h"
 
 #ifdef __cplusplus
