@@ -27,6 +27,11 @@ static double now(void)
 
 typedef void (*bench_fn)(void *arg);
 
+/* The reference sgemms run on OpenBLAS's own threads, as a plain caller
+ * would use them; the library keeps OpenBLAS at one thread and splits work
+ * with OpenMP, so the setting is switched around each reference run. */
+static int reference_threads = 1;
+
 static double time_reps(bench_fn fn, void *arg, int reps)
 {
 	double t0 = now();
@@ -39,11 +44,15 @@ static double time_reps(bench_fn fn, void *arg, int reps)
  * alternating so both see the same load, after one warm-up call each. */
 static void best_times(bench_fn ref_fn, bench_fn op_fn, void *arg, int reps, double *ref, double *op)
 {
+	openblas_set_num_threads(reference_threads);
 	ref_fn(arg);
+	openblas_set_num_threads(1);
 	op_fn(arg);
 	*ref = *op = 1e30;
 	for (int r = 0; r < RUNS; r++) {
+		openblas_set_num_threads(reference_threads);
 		double t = time_reps(ref_fn, arg, reps);
+		openblas_set_num_threads(1);
 		*ref = t < *ref ? t : *ref;
 		t = time_reps(op_fn, arg, reps);
 		*op = t < *op ? t : *op;
@@ -90,7 +99,6 @@ static void bench_linear(const df_backend *be, const char *name, int64_t m, int6
 	                        buffer((size_t)(m * o)), buffer((size_t)(m * o)), buffer((size_t)(m * in)),
 	                        buffer((size_t)(o * in)), buffer((size_t)o)};
 	double flops = 3.0 * 2.0 * (double)m * (double)in * (double)o;
-	openblas_set_num_threads(be->threads);
 	double ref, op;
 	best_times(linear_ref, linear_op, &c, 3, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s)\n", name, flops / op * 1e-9, ref / op,
@@ -150,7 +158,6 @@ static void bench_attention(const df_backend *be, const char *name, int64_t n, i
 	c.ref_s = buffer((size_t)(t * t)), c.ref_ds = buffer((size_t)(t * t));
 	c.ws = malloc(be->attention_workspace(be, &c.s));
 	double flops = 6.0 * 2.0 * (double)(n * heads) * (double)t * (double)t * (double)hd;
-	openblas_set_num_threads(be->threads);
 	double ref, op;
 	best_times(attn_ref, attn_op, &c, 2, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s; matmul FLOPs only)\n", name, flops / op * 1e-9,
@@ -235,6 +242,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const df_backend *be = &ctx->backend;
+	reference_threads = be->threads;
 	printf("# %s\n", df_ctx_describe(ctx));
 	printf("# linear: forward + backward (dx, dW, db) vs the three sgemms; attention: forward + backward\n");
 	bench_linear(be, "linear 2048x384->1536 fwd+bwd", 2048, 384, 1536);

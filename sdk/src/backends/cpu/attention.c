@@ -11,8 +11,7 @@
  *
  * Work: one task per (sample, head), query rows in blocks of QBLOCK so the
  * score block stays in L2; each thread runs single-threaded sgemm on its
- * task. When there are fewer tasks than threads, tasks run in turn and
- * OpenBLAS gets the threads instead. Each task writes its own rows and its
+ * task (fewer tasks than threads: they run in turn on one thread). Each task writes its own rows and its
  * own head's columns of dq, dk and dv, so there are no races and the
  * result does not depend on the thread count. */
 #include "config.h"
@@ -35,12 +34,10 @@ static size_t cpu_attention_workspace(const df_backend *be, const struct df_attn
 	return (size_t)be->threads * 2 * (size_t)qblock(s) * (size_t)s->tk * sizeof(float);
 }
 
-/* Tasks in parallel (single-threaded BLAS) or in turn (threaded BLAS). */
+/* Tasks run one per thread when there are enough of them. */
 static int task_parallel(const df_backend *be, const struct df_attn_shape *s)
 {
-	int parallel = be->threads > 1 && s->n * s->heads >= be->threads;
-	dfi_cpu_blas_threads(parallel ? 1 : be->threads);
-	return parallel;
+	return be->threads > 1 && s->n * s->heads >= be->threads;
 }
 
 /* The calling thread's two score blocks. */
@@ -92,7 +89,6 @@ static void cpu_attention_forward(const df_backend *be, const struct df_attn_sha
 			            vh, (int)s->ldv, 0.0f, oh, (int)s->ldo);
 		}
 	}
-	dfi_cpu_blas_threads(be->threads);
 }
 
 static void cpu_attention_backward(const df_backend *be, const struct df_attn_shape *s, float *dq, float *dk,
@@ -145,7 +141,6 @@ static void cpu_attention_backward(const df_backend *be, const struct df_attn_sh
 				            (int)tk, q + qoff, (int)s->ldq, 1.0f, dk + koff, (int)s->ldk);
 		}
 	}
-	dfi_cpu_blas_threads(be->threads);
 }
 
 void dfi_cpu_install_attention(df_backend *be)
