@@ -37,6 +37,7 @@ static size_t cpu_attention_workspace(const df_backend *be, const struct df_attn
 /* Tasks run one per thread when there are enough of them. */
 static int task_parallel(const df_backend *be, const struct df_attn_shape *s)
 {
+	dfi_cpu_blas_single_thread();
 	return be->threads > 1 && s->n * s->heads >= be->threads;
 }
 

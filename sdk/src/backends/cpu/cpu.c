@@ -37,9 +37,18 @@ static void cpu_zero(const df_backend *be, void *p, size_t bytes)
 		memset(p, 0, bytes);
 }
 
+void dfi_cpu_blas_threads(int threads)
+{
+	static int current = -1; /* the library's host side is single-threaded */
+	if (threads != current) {
+		openblas_set_num_threads(threads);
+		current = threads;
+	}
+}
+
 void dfi_cpu_blas_single_thread(void)
 {
-	openblas_set_num_threads(1);
+	dfi_cpu_blas_threads(1);
 }
 
 /* Below this many multiply-adds a product is not worth splitting. */
@@ -50,6 +59,7 @@ void dfi_cpu_gemm(const df_backend *be, int trans_a, int trans_b, int64_t m, int
 {
 	CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
 	int parts = be->threads;
+	dfi_cpu_blas_single_thread();
 	if (parts <= 1 || m * n * k < GEMM_SPLIT_MIN) {
 		cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c,
 		            (int)ldc);

@@ -21,6 +21,11 @@ void dfi_cpu_install_reduce(df_backend *be);
  * oversubscribe the cores: each spins for a while after its work, right
  * when the other starts. */
 void dfi_cpu_blas_single_thread(void);
+/* Sets OpenBLAS's thread count (skipped when unchanged). Kept for kernels
+ * that still hand one large product to OpenBLAS's threads; every kernel
+ * that calls sgemm inside an OpenMP region first calls
+ * dfi_cpu_blas_single_thread(), so a setting left behind cannot nest. */
+void dfi_cpu_blas_threads(int threads);
 
 /* Row-major C (m, n) = alpha op(A) op(B) + beta C, split over be->threads
  * along the larger of m and n (small products run on the calling thread).

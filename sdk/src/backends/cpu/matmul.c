@@ -68,6 +68,7 @@ static void cpu_matmul_forward(const df_backend *be, float *c, const float *a, c
                                int64_t m, int64_t n, int64_t k, int trans_a, int trans_b)
 {
 	int per_thread = per_thread_batches(be, batch, m, n, k);
+	dfi_cpu_blas_single_thread();
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (per_thread)
 	for (int64_t i = 0; i < batch; i++)
 		gemm(per_thread ? NULL : be, a + i * m * k, b + i * k * n, c + i * m * n, m, n, k, trans_a, trans_b, 0.0f);
@@ -99,6 +100,7 @@ static void cpu_matmul_backward(const df_backend *be, float *da, float *db, cons
                                 int trans_b)
 {
 	int per_thread = per_thread_batches(be, batch, m, n, k);
+	dfi_cpu_blas_single_thread();
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (per_thread)
 	for (int64_t i = 0; i < batch; i++)
 		matmul_backward_one(per_thread ? NULL : be, da ? da + i * m * k : NULL, db ? db + i * k * n : NULL,
