@@ -43,12 +43,15 @@ static void cpu_binary_forward(const df_backend *be, int op, float *out, const f
 		const float *br = b + row_offset(bc, bc->b_stride, r);
 		float *o = out + r * inner;
 		if (op == DF_BINARY_ADD)
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] + br[i * bs];
 		else if (op == DF_BINARY_SUB)
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] - br[i * bs];
 		else
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] * br[i * bs];
 	}
@@ -154,6 +157,7 @@ static void cpu_modulate_forward(const df_backend *be, float *out, const float *
 		const float *sh = shift + (row / t) * d, *sc = scale + (row / t) * d;
 		const float *xr = x + row * d;
 		float *o = out + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] = xr[i] * (1.0f + sc[i]) + sh[i];
 	}
@@ -196,6 +200,7 @@ static void scale_per_sample(const df_backend *be, float *dx, const float *dout,
 		const float *vr = v + (row / t) * d;
 		const float *g = dout + row * d;
 		float *o = dx + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] += g[i] * (plus + vr[i]);
 	}
@@ -220,6 +225,7 @@ static void cpu_gated_residual_forward(const df_backend *be, float *out, const f
 		const float *gr = gate + (row / t) * d;
 		const float *xr = x + row * d, *rr = r + row * d;
 		float *o = out + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] = rr[i] + gr[i] * xr[i];
 	}
