@@ -734,11 +734,24 @@ static void test_harness_can_fail(void **state)
 	assert_int_not_equal(gc_check(ctx, &c, 9), 0);
 }
 
-static int setup(void **state)
+/* Every test runs on one thread and on three (uneven splits, and more
+ * threads than tasks in the small cases). */
+static int setup_threads(int threads)
+{
+	df_error err;
+	return df_ctx_create(&ctx, "cpu", threads, &err);
+}
+
+static int setup_one(void **state)
 {
 	(void)state;
-	df_error err;
-	return df_ctx_create(&ctx, "cpu", 0, &err);
+	return setup_threads(1);
+}
+
+static int setup_three(void **state)
+{
+	(void)state;
+	return setup_threads(3);
 }
 
 static int teardown(void **state)
@@ -761,5 +774,7 @@ int main(void)
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_harness_can_fail),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	int failed = cmocka_run_group_tests_name("one thread", tests, setup_one, teardown);
+	failed += cmocka_run_group_tests_name("three threads", tests, setup_three, teardown);
+	return failed;
 }
