@@ -105,6 +105,40 @@ static void reduce_into(const df_backend *be, float *dst, const int64_t *dst_str
 	}
 }
 
+/* Whether an operand read at `stride` covers the output one to one. */
+static int full_size(const struct df_bcast *bc, const int64_t *stride)
+{
+	int64_t step = 1;
+	for (int d = bc->ndim - 1; d >= 0; d--) {
+		if (bc->shape[d] > 1 && stride[d] != step)
+			return 0;
+		step *= bc->shape[d];
+	}
+	return 1;
+}
+
+/* dst (the output's shape) += sign * dout * other (other NULL: 1), other
+ * broadcast at other_stride: row by row, no reduction needed. */
+static void accumulate_full(const df_backend *be, float *dst, const float *dout, const float *other,
+                            const int64_t *other_stride, float sign, const struct df_bcast *bc)
+{
+	int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner, os = other_stride[bc->ndim - 1];
+#pragma omp parallel for num_threads(be->threads) if (bc->numel > DFI_CPU_PARALLEL_MIN)
+	for (int64_t r = 0; r < rows; r++) {
+		float *o = dst + r * inner;
+		const float *g = dout + r * inner;
+		if (!other) {
+#pragma omp simd
+			for (int64_t i = 0; i < inner; i++)
+				o[i] += sign * g[i];
+			continue;
+		}
+		const float *v = other + row_offset(bc, other_stride, r);
+		for (int64_t i = 0; i < inner; i++)
+			o[i] += sign * g[i] * v[i * os];
+	}
+}
+
 static void cpu_binary_backward(const df_backend *be, int op, float *da, float *db, const float *dout,
                                 const float *a, const float *b, const struct df_bcast *bc)
 {
@@ -128,11 +162,15 @@ static void cpu_binary_backward(const df_backend *be, int op, float *da, float *
 		return;
 	}
 	int mul = op == DF_BINARY_MUL;
-	if (da)
+	float sign_b = op == DF_BINARY_SUB ? -1.0f : 1.0f;
+	if (da && full_size(bc, bc->a_stride))
+		accumulate_full(be, da, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
+	else if (da)
 		reduce_into(be, da, bc->a_stride, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
-	if (db)
-		reduce_into(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, op == DF_BINARY_SUB ? -1.0f : 1.0f,
-		            bc);
+	if (db && full_size(bc, bc->b_stride))
+		accumulate_full(be, db, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
+	else if (db)
+		reduce_into(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
 }
 
 static void cpu_affine_forward(const df_backend *be, float *out, const float *x, float mul, float add, int64_t n)
