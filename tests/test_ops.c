@@ -214,6 +214,7 @@ static void test_elementwise(void **state)
 		{"add both stretch", build_add, &op_add, 2, {GC_IN(2, 1, 5), GC_IN(3, 1)}, .naive = naive_binary},
 		{"sub scalar-like", build_sub, &op_sub, 2, {GC_IN(1), GC_IN(4, 3)}, .naive = naive_binary},
 		{"sub same", build_sub, &op_sub, 2, {GC_IN(6), GC_IN(6)}, .naive = naive_binary},
+		{"mul bias-like", build_mul, &op_mul, 2, {GC_IN(4, 3, 7), GC_IN(3, 7)}, .naive = naive_binary},
 		{"mul same", build_mul, &op_mul, 2, {GC_IN(2, 3, 4), GC_IN(2, 3, 4)}, .naive = naive_binary},
 		{"mul per-sample", build_mul, &op_mul, 2, {GC_IN(3, 5, 6), GC_IN(3, 1, 6)}, .naive = naive_binary},
 		{"mul 5d mixed", build_mul, &op_mul, 2, {GC_IN(2, 1, 3, 1, 2), GC_IN(4, 1, 5, 2)}, .naive = naive_binary},

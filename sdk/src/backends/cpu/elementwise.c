@@ -139,6 +139,62 @@ static void accumulate_full(const df_backend *be, float *dst, const float *dout,
 	}
 }
 
+/* When dst is broadcast only along leading dims (a bias over rows), the
+ * reduction is column sums of dout viewed as (rows, cols); returns cols,
+ * or 0 when dst has another layout. */
+static int64_t trailing_columns(const struct df_bcast *bc, const int64_t *stride)
+{
+	int64_t cols = 1;
+	int d = bc->ndim - 1;
+	for (; d >= 0 && (bc->shape[d] == 1 || stride[d] == cols); d--)
+		cols *= bc->shape[d];
+	for (; d >= 0; d--)
+		if (stride[d] != 0 && bc->shape[d] > 1)
+			return 0;
+	return cols;
+}
+
+/* dst[c] += sign * sum_r dout[r, c] other[r, c] (other full-size or NULL);
+ * threads own column ranges and add rows in order (deterministic). */
+static void column_sums(const df_backend *be, float *dst, const float *dout, const float *other, float sign,
+                        int64_t rows, int64_t cols)
+{
+#pragma omp parallel num_threads(be->threads) if (rows * cols > DFI_CPU_PARALLEL_MIN)
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num();
+		int64_t c0 = cols * id / nt, c1 = cols * (id + 1) / nt;
+		for (int64_t r = 0; r < rows; r++) {
+			const float *g = dout + r * cols, *v = other ? other + r * cols : NULL;
+			if (v) {
+#pragma omp simd
+				for (int64_t c = c0; c < c1; c++)
+					dst[c] += sign * g[c] * v[c];
+			} else {
+#pragma omp simd
+				for (int64_t c = c0; c < c1; c++)
+					dst[c] += sign * g[c];
+			}
+		}
+	}
+}
+
+/* Gradient of one operand: straight accumulation, column sums, or the
+ * general reduction, whichever its broadcast allows. */
+static void operand_gradient(const df_backend *be, float *dst, const int64_t *dst_stride, const float *dout,
+                             const float *other, const int64_t *other_stride, float sign, const struct df_bcast *bc)
+{
+	if (full_size(bc, dst_stride)) {
+		accumulate_full(be, dst, dout, other, other_stride, sign, bc);
+		return;
+	}
+	int64_t cols = trailing_columns(bc, dst_stride);
+	if (cols && (!other || full_size(bc, other_stride))) {
+		column_sums(be, dst, dout, other, sign, bc->numel / cols, cols);
+		return;
+	}
+	reduce_into(be, dst, dst_stride, dout, other, other_stride, sign, bc);
+}
+
 static void cpu_binary_backward(const df_backend *be, int op, float *da, float *db, const float *dout,
                                 const float *a, const float *b, const struct df_bcast *bc)
 {
@@ -163,14 +219,10 @@ static void cpu_binary_backward(const df_backend *be, int op, float *da, float *
 	}
 	int mul = op == DF_BINARY_MUL;
 	float sign_b = op == DF_BINARY_SUB ? -1.0f : 1.0f;
-	if (da && full_size(bc, bc->a_stride))
-		accumulate_full(be, da, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
-	else if (da)
-		reduce_into(be, da, bc->a_stride, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
-	if (db && full_size(bc, bc->b_stride))
-		accumulate_full(be, db, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
-	else if (db)
-		reduce_into(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
+	if (da)
+		operand_gradient(be, da, bc->a_stride, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
+	if (db)
+		operand_gradient(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
 }
 
 static void cpu_affine_forward(const df_backend *be, float *out, const float *x, float mul, float add, int64_t n)
