@@ -44,14 +44,14 @@ static double time_reps(bench_fn fn, void *arg, int reps)
 
 /* Best times of RUNS runs of `reps` calls each of the reference and the op,
  * alternating so both see the same load, after one warm-up call each. */
-static void best_times(bench_fn ref_fn, bench_fn op_fn, void *arg, int reps, double *ref, double *op)
+static void best_times(bench_fn ref_fn, bench_fn op_fn, void *arg, int reps, int runs, double *ref, double *op)
 {
 	openblas_set_num_threads(reference_threads);
 	ref_fn(arg);
 	openblas_set_num_threads(1);
 	op_fn(arg);
 	*ref = *op = 1e30;
-	for (int r = 0; r < RUNS; r++) {
+	for (int r = 0; r < runs; r++) {
 		openblas_set_num_threads(reference_threads);
 		double t = time_reps(ref_fn, arg, reps);
 		openblas_set_num_threads(1);
@@ -102,7 +102,7 @@ static void bench_linear(const df_backend *be, const char *name, int64_t m, int6
 	                        buffer((size_t)(o * in)), buffer((size_t)o)};
 	double flops = 3.0 * 2.0 * (double)m * (double)in * (double)o;
 	double ref, op;
-	best_times(linear_ref, linear_op, &c, 1, &ref, &op);
+	best_times(linear_ref, linear_op, &c, 1, RUNS, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s)\n", name, flops / op * 1e-9, ref / op,
 	       flops / ref * 1e-9);
 	free(c.x), free(c.w), free(c.b), free(c.out), free(c.dout), free(c.dx), free(c.dw), free(c.db);
@@ -161,7 +161,7 @@ static void bench_attention(const df_backend *be, const char *name, int64_t n, i
 	c.ws = malloc(be->attention_workspace(be, &c.s));
 	double flops = 6.0 * 2.0 * (double)(n * heads) * (double)t * (double)t * (double)hd;
 	double ref, op;
-	best_times(attn_ref, attn_op, &c, 1, &ref, &op);
+	best_times(attn_ref, attn_op, &c, 1, RUNS, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s; matmul FLOPs only)\n", name, flops / op * 1e-9,
 	       ref / op, flops / ref * 1e-9);
 	free(c.q), free(c.k), free(c.v), free(c.out), free(c.dout), free(c.dq), free(c.dk), free(c.dv), free(c.lse);
@@ -173,7 +173,7 @@ static void bench_attention(const df_backend *be, const char *name, int64_t n, i
 struct mem_case {
 	const df_backend *be;
 	int64_t n, t, d;
-	float *x, *out, *dout, *dx, *shift, *scale, *mean, *rstd;
+	float *x, *out, *dout, *dx, *shift, *scale, *dshift, *dscale, *mean, *rstd;
 	size_t copy_bytes;
 	df_graph *g;
 	df_tensor *tx;
@@ -200,8 +200,8 @@ static void lnmod_forward(struct mem_case *c)
 
 static void lnmod_backward(struct mem_case *c)
 {
-	c->be->layernorm_modulate_backward(c->be, c->dx, c->shift, c->scale, c->dout, c->x, c->scale, c->mean, c->rstd,
-	                                   c->n, c->t, c->d);
+	c->be->layernorm_modulate_backward(c->be, c->dx, c->dshift, c->dscale, c->dout, c->x, c->scale, c->mean,
+	                                   c->rstd, c->n, c->t, c->d);
 }
 
 static void gelu_forward(struct mem_case *c)
@@ -229,7 +229,7 @@ static void bench_memory(struct mem_case *c, const char *name, void (*fn)(struct
 	c->fn = fn;
 	c->copy_bytes = bytes / 2;
 	double ref, op;
-	best_times(memcpy_ref, mem_op, c, 1, &ref, &op);
+	best_times(memcpy_ref, mem_op, c, 1, 5 * RUNS, &ref, &op); /* cheap: more tries */
 	printf("%-34s %8.1f GB/s    %5.2f   (memcpy %.1f GB/s)\n", name, (double)bytes / op * 1e-9, ref / op,
 	       (double)bytes / ref * 1e-9);
 }
@@ -258,6 +258,7 @@ int main(int argc, char **argv)
 	size_t big = (size_t)8 * 256 * 1536;
 	c.x = buffer(big), c.out = buffer(big), c.dout = buffer(big), c.dx = buffer(2 * big);
 	c.shift = buffer((size_t)(8 * 384)), c.scale = buffer((size_t)(8 * 384));
+	c.dshift = buffer((size_t)(8 * 384)), c.dscale = buffer((size_t)(8 * 384));
 	c.mean = buffer((size_t)(8 * 256)), c.rstd = buffer((size_t)(8 * 256));
 	lnmod_forward(&c); /* real statistics for the backward */
 	bench_memory(&c, "layernorm_modulate 8x256x384 fwd", lnmod_forward, 2);
@@ -275,7 +276,7 @@ int main(int argc, char **argv)
 	} else {
 		printf("%-34s (not in this build)\n", "softmax");
 	}
-	free(c.x), free(c.out), free(c.dout), free(c.dx), free(c.shift), free(c.scale), free(c.mean), free(c.rstd);
+	free(c.x), free(c.out), free(c.dout), free(c.dx), free(c.shift), free(c.scale), free(c.dshift), free(c.dscale), free(c.mean), free(c.rstd);
 	df_ctx_destroy(ctx);
 	return 0;
 }

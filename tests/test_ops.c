@@ -382,6 +382,11 @@ static void test_norms(void **state)
 		 .naive = naive_layernorm},
 		{"layernorm_modulate", build_ln_modulate, NULL, 3, {GC_IN(2, 3, 9), GC_IN(2, 9), GC_IN(2, 9)},
 		 .naive = naive_ln_modulate},
+		/* enough work for the rows to be split across threads */
+		{"layernorm affine, threaded rows", build_layernorm, &ln_affine, 3, {GC_IN(131, 129), GC_IN(129), GC_IN(129)},
+		 .naive = naive_layernorm, .probes = 24},
+		{"layernorm_modulate, threaded", build_ln_modulate, NULL, 3, {GC_IN(3, 50, 130), GC_IN(3, 130), GC_IN(3, 130)},
+		 .naive = naive_ln_modulate, .probes = 24},
 		{"layernorm_modulate batch 1 wide", build_ln_modulate, NULL, 3, {GC_IN(1, 5, 130), GC_IN(1, 130), GC_IN(1, 130)},
 		 .naive = naive_ln_modulate},
 	};
@@ -553,6 +558,8 @@ static void test_activations_embedding(void **state)
 		{"gelu tanh", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-6, 6, 5, 37)}, .naive = naive_gelu},
 		{"gelu exact", build_gelu, &gelu_exact, 1, {GC_IN_RANGE(-6, 6, 3, 41)}, .naive = naive_gelu},
 		{"gelu tanh small", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-0.01f, 0.01f, 33)}, .naive = naive_gelu},
+		{"gelu tanh, threaded spans", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-6, 6, 131, 129)}, .naive = naive_gelu,
+		 .probes = 48},
 		{"silu", build_silu, NULL, 1, {GC_IN_RANGE(-8, 8, 4, 29)}, .naive = naive_silu},
 		{"embedding repeated ids", build_embedding, NULL, 1, {GC_IN(5, 6)}, .naive = naive_embedding},
 	};

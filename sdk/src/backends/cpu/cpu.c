@@ -86,20 +86,27 @@ void dfi_cpu_gemm(const df_backend *be, int trans_a, int trans_b, int64_t m, int
 	}
 }
 
-void dfi_cpu_parallel_spans(const df_backend *be, int64_t n, dfi_span_fn fn, void *arg)
+void dfi_cpu_parallel_rows(const df_backend *be, int64_t rows, int64_t row_len, dfi_span_fn fn, void *arg)
 {
-	if (n <= DFI_CPU_PARALLEL_MIN || be->threads <= 1) {
-		fn(0, n, arg);
+	if (rows * row_len <= DFI_CPU_PARALLEL_MIN || be->threads <= 1 || rows < 2) {
+		fn(0, rows, arg);
 		return;
 	}
+	/* spans of whole 16-item groups, so element spans stay vector-aligned */
+	int64_t align = row_len == 1 ? 16 : 1;
 #pragma omp parallel num_threads(be->threads)
 	{
 		int64_t parts = omp_get_num_threads(), id = omp_get_thread_num();
-		int64_t per = ((n + parts - 1) / parts + 15) & ~(int64_t)15;
-		int64_t i0 = id * per, i1 = i0 + per < n ? i0 + per : n;
+		int64_t per = ((rows + parts - 1) / parts + align - 1) / align * align;
+		int64_t i0 = id * per, i1 = i0 + per < rows ? i0 + per : rows;
 		if (i0 < i1)
 			fn(i0, i1, arg);
 	}
+}
+
+void dfi_cpu_parallel_spans(const df_backend *be, int64_t n, dfi_span_fn fn, void *arg)
+{
+	dfi_cpu_parallel_rows(be, n, 1, fn, arg);
 }
 
 int dfi_backend_cpu_init(df_backend *be, int threads)

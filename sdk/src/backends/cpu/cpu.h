@@ -38,6 +38,9 @@ void dfi_cpu_gemm(const df_backend *be, int trans_a, int trans_b, int64_t m, int
  * vectorise, where `parallel for simd` around inlined math often does not. */
 typedef void (*dfi_span_fn)(int64_t i0, int64_t i1, void *arg);
 void dfi_cpu_parallel_spans(const df_backend *be, int64_t n, dfi_span_fn fn, void *arg);
+/* The same over rows of row_len elements each (the work that decides
+ * whether to fork is rows x row_len). */
+void dfi_cpu_parallel_rows(const df_backend *be, int64_t rows, int64_t row_len, dfi_span_fn fn, void *arg);
 
 /* Pointwise kernels are also built for AVX2 + FMA and AVX-512, chosen at
  * load time (the library itself is built for baseline x86-64). */

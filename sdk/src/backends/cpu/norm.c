@@ -98,7 +98,7 @@ static void cpu_layernorm_forward(const df_backend *be, float *out, float *mean,
                                   const float *w, const float *b, int64_t rows, int64_t d, float eps)
 {
 	struct norm_rows a = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .d = d, .eps = eps};
-	dfi_cpu_parallel_spans(be, rows, layernorm_rows, &a);
+	dfi_cpu_parallel_rows(be, rows, d, layernorm_rows, &a);
 }
 
 /* dx += rstd (g - mean(g) - xhat mean(g xhat)) for one row, where g is the
@@ -199,7 +199,7 @@ static void cpu_layernorm_backward(const df_backend *be, float *dx, float *dw, f
 	if (dx) {
 		struct norm_rows a = {.out = dx, .mean = (float *)mean, .rstd = (float *)rstd, .x = x, .w = w,
 		                      .dout = dout, .d = d};
-		dfi_cpu_parallel_spans(be, rows, norm_backward_rows, &a);
+		dfi_cpu_parallel_rows(be, rows, d, norm_backward_rows, &a);
 	}
 	if (dw || db)
 		column_sums(be, dw, db, dout, x, mean, rstd, 1, rows, d);
@@ -228,7 +228,7 @@ static void cpu_layernorm_modulate_forward(const df_backend *be, float *out, flo
 {
 	struct norm_rows a = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = shift, .b = scale, .t = t, .d = d,
 	                      .eps = eps};
-	dfi_cpu_parallel_spans(be, n * t, layernorm_modulate_rows, &a);
+	dfi_cpu_parallel_rows(be, n * t, d, layernorm_modulate_rows, &a);
 }
 
 /* adaLN backward by whole samples: a thread owns the rows of its samples
@@ -272,7 +272,7 @@ static void cpu_layernorm_modulate_backward(const df_backend *be, float *dx, flo
 	if (dx) {
 		struct norm_rows a = {.out = dx, .mean = (float *)mean, .rstd = (float *)rstd, .x = x, .w = scale,
 		                      .dout = dout, .t = t, .d = d};
-		dfi_cpu_parallel_spans(be, n * t, norm_backward_rows, &a);
+		dfi_cpu_parallel_rows(be, n * t, d, norm_backward_rows, &a);
 	}
 	if (dshift || dscale)
 		column_sums(be, dscale, dshift, dout, x, mean, rstd, n, t, d);
