@@ -1,0 +1,169 @@
+/* CPU kernels: exp, log, softplus, tanh, row softmax and Philox dropout. */
+#include "config.h"
+
+#include <math.h>
+
+#include "spatial_kernels.h"
+
+void cpu_exp_forward(float *out, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		out[i] = expf(x[i]);
+}
+
+void cpu_exp_backward(float *dx, const float *dout, const float *out, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		dx[i] += dout[i] * out[i];
+}
+
+void cpu_log_forward(float *out, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		out[i] = logf(x[i]);
+}
+
+void cpu_log_backward(float *dx, const float *dout, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		dx[i] += dout[i] / x[i];
+}
+
+/* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no
+ * loss of the small tail for very negative x. */
+void cpu_softplus_forward(float *out, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		out[i] = fmaxf(x[i], 0.0f) + log1pf(expf(-fabsf(x[i])));
+}
+
+/* d softplus / dx = sigmoid(x), written so e^ never overflows. */
+void cpu_softplus_backward(float *dx, const float *dout, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++) {
+		const float e = expf(-fabsf(x[i]));
+		const float sig = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+		dx[i] += dout[i] * sig;
+	}
+}
+
+void cpu_tanh_forward(float *out, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		out[i] = tanhf(x[i]);
+}
+
+void cpu_tanh_backward(float *dx, const float *dout, const float *out, int64_t n)
+{
+#pragma omp parallel for simd schedule(static)
+	for (int64_t i = 0; i < n; i++)
+		dx[i] += dout[i] * (1.0f - out[i] * out[i]);
+}
+
+/* Subtracting the row maximum keeps every exponent <= 0. */
+void cpu_softmax_forward(float *out, const float *x, int64_t rows, int64_t d)
+{
+#pragma omp parallel for schedule(static)
+	for (int64_t r = 0; r < rows; r++) {
+		const float *xr = x + r * d;
+		float *orow = out + r * d;
+		float maxv = -INFINITY;
+		for (int64_t i = 0; i < d; i++)
+			maxv = fmaxf(maxv, xr[i]);
+		float sum = 0.0f;
+		for (int64_t i = 0; i < d; i++) {
+			orow[i] = expf(xr[i] - maxv);
+			sum += orow[i];
+		}
+		const float inv = 1.0f / sum;
+		for (int64_t i = 0; i < d; i++)
+			orow[i] *= inv;
+	}
+}
+
+/* dx = y * (dy - <dy, y>) per row. */
+void cpu_softmax_backward(float *dx, const float *dout, const float *out,
+			  int64_t rows, int64_t d)
+{
+#pragma omp parallel for schedule(static)
+	for (int64_t r = 0; r < rows; r++) {
+		const float *yr = out + r * d, *dyr = dout + r * d;
+		float *dxr = dx + r * d;
+		float dot = 0.0f;
+		for (int64_t i = 0; i < d; i++)
+			dot += dyr[i] * yr[i];
+		for (int64_t i = 0; i < d; i++)
+			dxr[i] += yr[i] * (dyr[i] - dot);
+	}
+}
+
+/* ---- Dropout ---------------------------------------------------------
+ * A private Philox4x32-10 with the key and counter layout of the SDK's RNG
+ * (key = seed; counter = block, step, stream; block = index / 4), so the
+ * mask equals a Bernoulli draw from diffuse/rng.h at the same position. */
+static void philox_block(uint64_t seed, uint64_t stream, uint64_t step, uint64_t block,
+			 uint32_t out[4])
+{
+	uint32_t c0 = (uint32_t)block, c1 = (uint32_t)(block >> 32);
+	uint32_t c2 = (uint32_t)step, c3 = (uint32_t)stream;
+	uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+	for (int round = 0; round < 10; round++) {
+		const uint64_t p0 = (uint64_t)UINT32_C(0xD2511F53) * c0;
+		const uint64_t p1 = (uint64_t)UINT32_C(0xCD9E8D57) * c2;
+		const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+		const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+		c0 = n0;
+		c1 = (uint32_t)p1;
+		c2 = n2;
+		c3 = (uint32_t)p0;
+		k0 += UINT32_C(0x9E3779B9);
+		k1 += UINT32_C(0xBB67AE85);
+	}
+	out[0] = c0;
+	out[1] = c1;
+	out[2] = c2;
+	out[3] = c3;
+}
+
+/* dst[i] = src[i] * scale where element i is kept, else 0. */
+static void apply_dropout_mask(float *dst, const float *src, int64_t n, float p, int accumulate,
+			       uint64_t seed, uint64_t stream, uint64_t step)
+{
+	const float keep_prob = 1.0f - p;
+	const float scale = p < 1.0f ? 1.0f / keep_prob : 0.0f;
+	const int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for schedule(static)
+	for (int64_t blk = 0; blk < blocks; blk++) {
+		uint32_t words[4];
+		philox_block(seed, stream, step, (uint64_t)blk, words);
+		for (int64_t j = 0; j < 4 && blk * 4 + j < n; j++) {
+			const int64_t i = blk * 4 + j;
+			/* The SDK's uniform: 23 bits centred in their interval. */
+			const float u = ((float)(words[j] >> 9) + 0.5f) * 0x1p-23f;
+			const float v = u < keep_prob ? src[i] * scale : 0.0f;
+			if (accumulate)
+				dst[i] += v;
+			else
+				dst[i] = v;
+		}
+	}
+}
+
+void cpu_dropout_forward(float *out, const float *x, int64_t n, float p,
+			 uint64_t seed, uint64_t stream, uint64_t step)
+{
+	apply_dropout_mask(out, x, n, p, 0, seed, stream, step);
+}
+
+void cpu_dropout_backward(float *dx, const float *dout, int64_t n, float p,
+			  uint64_t seed, uint64_t stream, uint64_t step)
+{
+	apply_dropout_mask(dx, dout, n, p, 1, seed, stream, step);
+}
