@@ -467,6 +467,27 @@ static void test_softmax(void **state)
 	softmax_case(3, 7, 0.0f);
 	softmax_case(1, 1, 0.0f);      /* a single column: always 1, zero gradient */
 	softmax_case(2, 33, 1000.0f);  /* would overflow without the max shift */
+	softmax_case(2, 16, -3.0f);    /* exactly one vector */
+	softmax_case(5, 50, 0.0f);     /* vectors and a tail */
+}
+
+static void test_softmax_propagates_nan(void **state)
+{
+	(void)state;
+	float x[20], out[20];
+	for (int i = 0; i < 20; i++)
+		x[i] = (float)i * 0.1f;
+	x[17] = NAN;
+	cpu_softmax_forward(out, x, 1, 20);
+	for (int i = 0; i < 20; i++)
+		assert_true(isnan(out[i]));
+	x[17] = -INFINITY;  /* a masked entry: probability zero, the rest finite */
+	cpu_softmax_forward(out, x, 1, 20);
+	assert_true(out[17] == 0.0f);
+	double total = 0;
+	for (int i = 0; i < 20; i++)
+		total += out[i];
+	assert_true(fabs(total - 1.0) < 1e-6);
 }
 
 /* ---- dropout ------------------------------------------------------------ */
@@ -716,6 +737,7 @@ int main(void)
 		cmocka_unit_test(test_pointwise),
 		cmocka_unit_test(test_softplus_extremes),
 		cmocka_unit_test(test_softmax),
+		cmocka_unit_test(test_softmax_propagates_nan),
 		cmocka_unit_test(test_dropout),
 		cmocka_unit_test(test_normal_kl),
 		cmocka_unit_test(test_discretized_gaussian),

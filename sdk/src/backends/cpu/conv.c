@@ -1,9 +1,14 @@
 /* CPU 2-D convolution: im2col + sgemm, tiled over output rows so the column
  * buffer stays bounded whatever the resolution (a full-image im2col of a
- * 512x512 VAE layer would take over a gigabyte). */
+ * 512x512 VAE layer would take over a gigabyte).
+ *
+ * The copies around the GEMMs run on one thread on purpose: OpenBLAS keeps
+ * its own (pthread) workers spinning between calls, and OpenMP loops
+ * interleaved with them fight for the same cores; measured on 2 cores, a
+ * threaded im2col halved the convolution's speed. The copies cost about
+ * 1/cout of the GEMM's work. */
 #include "config.h"
 
-#include <string.h>
 #include <cblas.h>
 
 #include "spatial_kernels.h"
@@ -63,7 +68,6 @@ static void im2col_rows(float *col, const float *xn, const struct cpu_conv2d_sha
 			int64_t r0, int64_t rows)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, cols = rows * s->wo;
-#pragma omp parallel for schedule(static)
 	for (int64_t k = 0; k < k_total; k++) {
 		const int64_t ch = k / (s->kh * s->kw), ki = (k / s->kw) % s->kh, kj = k % s->kw;
 		const float *plane = xn + ch * s->h * s->w;
@@ -73,30 +77,34 @@ static void im2col_rows(float *col, const float *xn, const struct cpu_conv2d_sha
 		for (int64_t r = 0; r < rows; r++) {
 			const int64_t ih = (r0 + r) * s->stride - s->pad + ki;
 			float *drow = dst + r * s->wo;
-			if (ih < 0 || ih >= s->h || lo >= hi) {
-				memset(drow, 0, (size_t)s->wo * sizeof(float));
+			/* Plain loops, not memset/memcpy: rows are often a few
+			 * dozen floats, where a library call costs more than the copy. */
+			if (ih < 0 || ih >= s->h) {
+				for (int64_t ow = 0; ow < s->wo; ow++)
+					drow[ow] = 0.0f;
 				continue;
 			}
 			const float *srow = plane + ih * s->w;
 			const int64_t off = kj - s->pad;
-			memset(drow, 0, (size_t)lo * sizeof(float));
+			for (int64_t ow = 0; ow < lo; ow++)
+				drow[ow] = 0.0f;
 			if (s->stride == 1)
-				memcpy(drow + lo, srow + lo + off, (size_t)(hi - lo) * sizeof(float));
+				for (int64_t ow = lo; ow < hi; ow++)
+					drow[ow] = srow[ow + off];
 			else
 				for (int64_t ow = lo; ow < hi; ow++)
 					drow[ow] = srow[ow * s->stride + off];
-			memset(drow + hi, 0, (size_t)(s->wo - hi) * sizeof(float));
+			for (int64_t ow = hi; ow < s->wo; ow++)
+				drow[ow] = 0.0f;
 		}
 	}
 }
 
-/* The adjoint of im2col_rows: adds col into dxn. One thread owns an input
- * channel, so overlapping windows never race. */
+/* The adjoint of im2col_rows: adds col into dxn. */
 static void col2im_rows_add(float *dxn, const float *col, const struct cpu_conv2d_shape *s,
 			    int64_t r0, int64_t rows)
 {
 	const int64_t cols = rows * s->wo;
-#pragma omp parallel for schedule(static)
 	for (int64_t ch = 0; ch < s->cin; ch++) {
 		float *plane = dxn + ch * s->h * s->w;
 		for (int64_t ki = 0; ki < s->kh; ki++) {
@@ -129,7 +137,6 @@ void cpu_conv2d_forward(float *out, const float *x, const float *w, const float 
 		float *on = out + img * s->cout * pixels;
 		/* The bias seeds the output; the GEMM then adds with beta = 1. */
 		if (b) {
-#pragma omp parallel for schedule(static)
 			for (int64_t co = 0; co < s->cout; co++)
 				for (int64_t p = 0; p < pixels; p++)
 					on[co * pixels + p] = b[co];
@@ -164,7 +171,6 @@ void cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dout,
 		const float *dn = dout + img * s->cout * pixels;
 		float *dxn = dx ? dx + img * s->cin * s->h * s->w : NULL;
 		if (db) {
-#pragma omp parallel for schedule(static)
 			for (int64_t co = 0; co < s->cout; co++) {
 				float acc = 0.0f;
 				for (int64_t p = 0; p < pixels; p++)

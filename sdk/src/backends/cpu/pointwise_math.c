@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "simd16.h"
 #include "spatial_kernels.h"
 
 void cpu_exp_forward(float *out, const float *x, int64_t n)
@@ -67,41 +68,66 @@ void cpu_tanh_backward(float *dx, const float *dout, const float *out, int64_t n
 		dx[i] += dout[i] * (1.0f - out[i] * out[i]);
 }
 
-/* Subtracting the row maximum keeps every exponent <= 0. */
+/* One row: subtracting its maximum keeps every exponent <= 0. */
+static DF_CPU_CLONES void softmax_row(float *out, const float *x, int64_t d)
+{
+	const int64_t full = d & ~(int64_t)15, tail = d - full;
+	const vi16 tail_lanes = vi16_first(tail);
+	vf16 vmax = vf16_splat(-INFINITY);
+	for (int64_t i = 0; i < full; i += 16)
+		vmax = vf16_max(vmax, vf16_load(x + i));
+	if (tail)
+		vmax = vf16_max(vmax, vf16_load_partial(x + full, tail, -INFINITY));
+	const vf16 shift = vf16_splat(vf16_hmax(vmax));
+
+	vf16 vsum = vf16_splat(0.0f);
+	for (int64_t i = 0; i < full; i += 16) {
+		const vf16 e = vf16_exp(vf16_load(x + i) - shift);
+		vf16_store(out + i, e);
+		vsum += e;
+	}
+	if (tail) {
+		const vf16 e = vf16_exp(vf16_load_partial(x + full, tail, 0.0f) - shift);
+		vf16_store_partial(out + full, e, tail);
+		vsum += vf16_select(tail_lanes, e, vf16_splat(0.0f));
+	}
+	const vf16 inv = vf16_splat(1.0f / vf16_sum(vsum));
+	for (int64_t i = 0; i < full; i += 16)
+		vf16_store(out + i, vf16_load(out + i) * inv);
+	if (tail)
+		vf16_store_partial(out + full, vf16_load_partial(out + full, tail, 0.0f) * inv, tail);
+}
+
+/* dx += y * (dy - <dy, y>). */
+static DF_CPU_CLONES void softmax_row_backward(float *dx, const float *dy, const float *y,
+					       int64_t d)
+{
+	const int64_t full = d & ~(int64_t)15, tail = d - full;
+	vf16 vdot = vf16_splat(0.0f);
+	for (int64_t i = 0; i < full; i += 16)
+		vdot += vf16_load(dy + i) * vf16_load(y + i);
+	if (tail)
+		vdot += vf16_load_partial(dy + full, tail, 0.0f) * vf16_load_partial(y + full, tail, 0.0f);
+	const vf16 dot = vf16_splat(vf16_sum(vdot));
+	for (int64_t i = 0; i < full; i += 16)
+		vf16_store(dx + i, vf16_load(dx + i) + vf16_load(y + i) * (vf16_load(dy + i) - dot));
+	for (int64_t i = full; i < d; i++)
+		dx[i] += y[i] * (dy[i] - dot[0]);
+}
+
 void cpu_softmax_forward(float *out, const float *x, int64_t rows, int64_t d)
 {
 #pragma omp parallel for schedule(static)
-	for (int64_t r = 0; r < rows; r++) {
-		const float *xr = x + r * d;
-		float *orow = out + r * d;
-		float maxv = -INFINITY;
-		for (int64_t i = 0; i < d; i++)
-			maxv = fmaxf(maxv, xr[i]);
-		float sum = 0.0f;
-		for (int64_t i = 0; i < d; i++) {
-			orow[i] = expf(xr[i] - maxv);
-			sum += orow[i];
-		}
-		const float inv = 1.0f / sum;
-		for (int64_t i = 0; i < d; i++)
-			orow[i] *= inv;
-	}
+	for (int64_t r = 0; r < rows; r++)
+		softmax_row(out + r * d, x + r * d, d);
 }
 
-/* dx = y * (dy - <dy, y>) per row. */
 void cpu_softmax_backward(float *dx, const float *dout, const float *out,
 			  int64_t rows, int64_t d)
 {
 #pragma omp parallel for schedule(static)
-	for (int64_t r = 0; r < rows; r++) {
-		const float *yr = out + r * d, *dyr = dout + r * d;
-		float *dxr = dx + r * d;
-		float dot = 0.0f;
-		for (int64_t i = 0; i < d; i++)
-			dot += dyr[i] * yr[i];
-		for (int64_t i = 0; i < d; i++)
-			dxr[i] += yr[i] * (dyr[i] - dot);
-	}
+	for (int64_t r = 0; r < rows; r++)
+		softmax_row_backward(dx + r * d, dout + r * d, out + r * d, d);
 }
 
 /* ---- Dropout ---------------------------------------------------------
