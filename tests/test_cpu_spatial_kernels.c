@@ -13,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "diffuse/rng.h"
 #include "backends/cpu/spatial_kernels.h"
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -525,6 +526,15 @@ static void test_dropout(void **state)
 	cpu_dropout_backward(dx, ones, n, p, 42, 7, 3);
 	for (int64_t i = 0; i < n; i++)
 		assert_true(fabsf(dx[i] * x[i] - out[i]) <= 1e-6f * fabsf(out[i]));
+
+	/* The mask is the SDK's Bernoulli draw at the same key and positions. */
+	uint8_t *mask = malloc((size_t)n);
+	assert_non_null(mask);
+	df_rng_fill_bernoulli(mask, (size_t)n, 1.0f - p, 42, 7, 3, 0);
+	for (int64_t i = 0; i < n; i++)
+		if ((out[i] != 0.0f) != (mask[i] != 0))
+			fail_msg("dropout mask differs from df_rng_fill_bernoulli at %lld", (long long)i);
+	free(mask);
 
 	/* p = 0 is the identity, p = 1 drops everything. */
 	cpu_dropout_forward(again, x, n, 0.0f, 1, 2, 3);

@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "diffuse/rng.h"
 #include "simd16.h"
 #include "spatial_kernels.h"
 
@@ -131,33 +132,9 @@ void cpu_softmax_backward(float *dx, const float *dout, const float *out,
 }
 
 /* ---- Dropout ---------------------------------------------------------
- * A private Philox4x32-10 with the key and counter layout of the SDK's RNG
- * (key = seed; counter = block, step, stream; block = index / 4), so the
- * mask equals a Bernoulli draw from diffuse/rng.h at the same position. */
-static void philox_block(uint64_t seed, uint64_t stream, uint64_t step, uint64_t block,
-			 uint32_t out[4])
-{
-	uint32_t c0 = (uint32_t)block, c1 = (uint32_t)(block >> 32);
-	uint32_t c2 = (uint32_t)step, c3 = (uint32_t)stream;
-	uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-	for (int round = 0; round < 10; round++) {
-		const uint64_t p0 = (uint64_t)UINT32_C(0xD2511F53) * c0;
-		const uint64_t p1 = (uint64_t)UINT32_C(0xCD9E8D57) * c2;
-		const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-		const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-		c0 = n0;
-		c1 = (uint32_t)p1;
-		c2 = n2;
-		c3 = (uint32_t)p0;
-		k0 += UINT32_C(0x9E3779B9);
-		k1 += UINT32_C(0xBB67AE85);
-	}
-	out[0] = c0;
-	out[1] = c1;
-	out[2] = c2;
-	out[3] = c3;
-}
-
+ * Element i is kept when the SDK's Philox uniform at (seed, stream, step, i)
+ * is below 1 - p: the mask df_rng_fill_bernoulli would draw, made here one
+ * Philox block at a time so no mask is stored. */
 /* dst[i] = src[i] * scale where element i is kept, else 0. */
 static void apply_dropout_mask(float *dst, const float *src, int64_t n, float p, int accumulate,
 			       uint64_t seed, uint64_t stream, uint64_t step)
@@ -168,10 +145,10 @@ static void apply_dropout_mask(float *dst, const float *src, int64_t n, float p,
 #pragma omp parallel for schedule(static)
 	for (int64_t blk = 0; blk < blocks; blk++) {
 		uint32_t words[4];
-		philox_block(seed, stream, step, (uint64_t)blk, words);
+		df_rng_block(seed, stream, step, (uint64_t)blk, words);
 		for (int64_t j = 0; j < 4 && blk * 4 + j < n; j++) {
 			const int64_t i = blk * 4 + j;
-			/* The SDK's uniform: 23 bits centred in their interval. */
+			/* diffuse/rng.h's uniform: 23 bits centred in their interval. */
 			const float u = ((float)(words[j] >> 9) + 0.5f) * 0x1p-23f;
 			const float v = u < keep_prob ? src[i] * scale : 0.0f;
 			if (accumulate)
