@@ -183,6 +183,29 @@ static void test_groupnorm(void **state)
 	groupnorm_case(1, 3, 1, 3, 1);  /* a single element per group: xhat = 0 */
 }
 
+/* A small spread far from zero (values 100 +- 0.01, many blocks of the
+ * vector sums): the statistics must not cancel. */
+static void test_groupnorm_offset(void **state)
+{
+	(void)state;
+	const int64_t c = 2, sp = 3001, total = c * sp;
+	float *x = rand_array(total, 99.99f, 100.01f), *out = zero_array(total);
+	float mean[1], rstd[1];
+	double *want = malloc((size_t)total * sizeof(double));
+	dfi_cpu_groupnorm_forward(be, out, mean, rstd, x, NULL, NULL, 1, c, sp, 1, 1e-5f);
+	double mu = 0, var = 0;
+	for (int64_t i = 0; i < total; i++)
+		mu += x[i];
+	mu /= (double)total;
+	for (int64_t i = 0; i < total; i++)
+		var += (x[i] - mu) * (x[i] - mu);
+	var /= (double)total;
+	for (int64_t i = 0; i < total; i++)
+		want[i] = (x[i] - mu) / sqrt(var + 1e-5);
+	expect_close("groupnorm far from zero", out, want, total, 2e-3, 0.0);
+	free(x); free(out); free(want);
+}
+
 /* ---- conv2d ------------------------------------------------------------ */
 
 static void conv_output_size(struct df_conv2d_shape *s)
@@ -761,6 +784,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_groupnorm),
+		cmocka_unit_test(test_groupnorm_offset),
 		cmocka_unit_test(test_conv2d),
 		cmocka_unit_test(test_conv2d_workspace_is_bounded),
 		cmocka_unit_test(test_upsample),
