@@ -2,11 +2,13 @@
  * buffer stays bounded whatever the resolution (a full-image im2col of a
  * 512x512 VAE layer would take over a gigabyte).
  *
- * The copies around the GEMMs run on one thread on purpose: OpenBLAS keeps
- * its own (pthread) workers spinning between calls, and OpenMP loops
- * interleaved with them fight for the same cores; measured on 2 cores, a
- * threaded im2col halved the convolution's speed. The copies cost about
- * 1/cout of the GEMM's work. */
+ * Threads: either the batch is split over them (each image on one thread
+ * with a one-thread sgemm), or images go one by one through OpenBLAS's
+ * threads with the copies around the GEMMs on the calling thread. OpenMP
+ * loops interleaved with OpenBLAS's spinning pthread workers fight for the
+ * same cores: measured on 2 cores, a threaded im2col between threaded
+ * GEMMs halved the convolution's speed. The copies cost about 1/cout of
+ * the GEMM's work. */
 #include "config.h"
 
 #include <omp.h>
