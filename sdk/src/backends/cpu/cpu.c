@@ -46,6 +46,22 @@ void dfi_cpu_blas_threads(int threads)
 	}
 }
 
+void dfi_cpu_parallel_spans(const df_backend *be, int64_t n, dfi_span_fn fn, void *arg)
+{
+	if (n <= DFI_CPU_PARALLEL_MIN || be->threads <= 1) {
+		fn(0, n, arg);
+		return;
+	}
+#pragma omp parallel num_threads(be->threads)
+	{
+		int64_t parts = omp_get_num_threads(), id = omp_get_thread_num();
+		int64_t per = ((n + parts - 1) / parts + 15) & ~(int64_t)15;
+		int64_t i0 = id * per, i1 = i0 + per < n ? i0 + per : n;
+		if (i0 < i1)
+			fn(i0, i1, arg);
+	}
+}
+
 int dfi_backend_cpu_init(df_backend *be, int threads)
 {
 	memset(be, 0, sizeof *be);

@@ -22,6 +22,28 @@ void dfi_cpu_install_spatial(df_backend *be); /* spatial.c: also pointwise math,
  * oversubscribed. */
 void dfi_cpu_blas_threads(int threads);
 
+/* Runs fn over [0, n) split into one contiguous range per thread (ranges
+ * start at multiples of 16 elements). Loops written as such span functions
+ * vectorise, where `parallel for simd` around inlined math often does not. */
+typedef void (*dfi_span_fn)(int64_t i0, int64_t i1, void *arg);
+void dfi_cpu_parallel_spans(const df_backend *be, int64_t n, dfi_span_fn fn, void *arg);
+
+/* Pointwise kernels are also built for AVX2 + FMA and AVX-512, chosen at
+ * load time (the library itself is built for baseline x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DFI_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DFI_CPU_CLONES
+#endif
+
+/* Helpers called from cloned kernels must be inlined into each clone, or
+ * they run as baseline code. */
+#if defined(__GNUC__)
+#define DFI_INLINE static inline __attribute__((always_inline))
+#else
+#define DFI_INLINE static inline
+#endif
+
 /* Work below this many elements runs on one thread: forking costs more. */
 #define DFI_CPU_PARALLEL_MIN 16384
 
