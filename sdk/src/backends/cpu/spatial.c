@@ -16,7 +16,7 @@
 
 /* With dy: sum(dy) and sum(dy (x - mu)). Without: sum(x), or when square
  * is set sum((x - mu)^2) and sum(x - mu). */
-static DF_CPU_CLONES void row_sums(const float *x, const float *dy, int64_t n, float mu, int square,
+static DFI_CPU_CLONES void row_sums(const float *x, const float *dy, int64_t n, float mu, int square,
                                    double *sum_out, double *cross_out)
 {
 	double total = 0.0, cross = 0.0;
@@ -62,7 +62,7 @@ static DF_CPU_CLONES void row_sums(const float *x, const float *dy, int64_t n, f
 /* out = b (x - mu) + c, or out += a dy + b (x - mu) + c when dy is given.
  * Centring first keeps (x - mu) exact-ish when the spread is small next to
  * the mean, where b x + (c - b mu) would cancel. */
-static DF_CPU_CLONES void row_affine(float *out, const float *x, const float *dy, int64_t n, float a, float b,
+static DFI_CPU_CLONES void row_affine(float *out, const float *x, const float *dy, int64_t n, float a, float b,
                                      float mu, float c)
 {
 	const int64_t full = n & ~(int64_t)15;
