@@ -284,6 +284,40 @@ static void test_conv2d(void **state)
 	conv_case(1, 3, 6, 6, 2, 1, 1, 2, 0, 1);  /* strided 1x1: goes through im2col */
 	conv_case(3, 2, 5, 4, 3, 3, 3, 1, 1, 1);  /* 3 images on 2 threads: one by one */
 	conv_case(4, 2, 5, 4, 3, 3, 3, 1, 1, 0);  /* 4 images: the batch split over threads */
+	conv_case(2, 1, 9, 7, 2, 3, 3, 1, 1, 1);  /* "same" rows in tiles of 3 output rows */
+	conv_case(1, 1, 8, 3, 2, 5, 5, 1, 2, 1);  /* 5x5 "same" in tiles of 2 output rows */
+}
+
+/* The batch split over threads and the image-by-image path give the same
+ * floats: each image, and each row of the weight gradient, is summed in
+ * the same order either way. */
+static void test_conv2d_thread_count_invariant(void **state)
+{
+	(void)state;
+	static const df_backend one_thread = {.name = "cpu", .threads = 1};
+	struct df_conv2d_shape s = { .n = 4, .cin = 3, .h = 9, .w = 7, .cout = 5, .kh = 3, .kw = 3,
+				     .stride = 1, .pad = 1 };
+	conv_output_size(&s);
+	const int64_t xn = s.n * s.cin * s.h * s.w, wn = s.cout * s.cin * 9, on = s.n * s.cout * s.ho * s.wo;
+	float *x = rand_array(xn, -1.0f, 1.0f), *w = rand_array(wn, -1.0f, 1.0f), *b = rand_array(s.cout, -1, 1);
+	float *dout = rand_array(on, -1.0f, 1.0f);
+	float *out[2], *dx[2], *dw[2], *db[2];
+	const df_backend *backends[2] = { be, &one_thread };
+	for (int i = 0; i < 2; i++) {
+		float *ws = zero_array((int64_t)(dfi_cpu_conv2d_workspace(backends[i], &s) / sizeof(float)));
+		out[i] = zero_array(on), dx[i] = zero_array(xn), dw[i] = zero_array(wn), db[i] = zero_array(s.cout);
+		dfi_cpu_conv2d_forward(backends[i], &s, out[i], x, w, b, ws);
+		dfi_cpu_conv2d_backward(backends[i], &s, dx[i], dw[i], db[i], dout, x, w, ws);
+		free(ws);
+	}
+	assert_memory_equal(out[0], out[1], (size_t)on * sizeof(float));
+	assert_memory_equal(dx[0], dx[1], (size_t)xn * sizeof(float));
+	assert_memory_equal(dw[0], dw[1], (size_t)wn * sizeof(float));
+	assert_memory_equal(db[0], db[1], (size_t)s.cout * sizeof(float));
+	for (int i = 0; i < 2; i++) {
+		free(out[i]); free(dx[i]); free(dw[i]); free(db[i]);
+	}
+	free(x); free(w); free(b); free(dout);
 }
 
 static void test_conv2d_workspace_is_bounded(void **state)
@@ -787,6 +821,7 @@ int main(void)
 		cmocka_unit_test(test_groupnorm_offset),
 		cmocka_unit_test(test_conv2d),
 		cmocka_unit_test(test_conv2d_workspace_is_bounded),
+		cmocka_unit_test(test_conv2d_thread_count_invariant),
 		cmocka_unit_test(test_upsample),
 		cmocka_unit_test(test_avgpool),
 		cmocka_unit_test(test_pointwise),

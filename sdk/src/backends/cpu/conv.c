@@ -11,6 +11,7 @@
  * the GEMM's work. */
 #include "config.h"
 
+#include <string.h>
 #include <omp.h>
 #include <cblas.h>
 
@@ -53,56 +54,119 @@ static void valid_columns(const struct df_conv2d_shape *s, int64_t kj, int64_t *
 	*hi = last;
 }
 
+/* For stride 1 with output rows as wide as input rows ("same" padding),
+ * the tile rows [*ra, *rb) that read input rows inside the image map
+ * element i of a column row to plane element *base + i + (kj - pad) for i
+ * in [*first, *end): one shifted span, clipped so it stays inside those
+ * input rows; the border columns [0, lo) and [hi, wo) of each row fall on
+ * neighbouring rows and are handled apart. */
+struct same_width_span {
+	int64_t ra, rb, base, first, end;
+};
+
+static struct same_width_span same_width_span(const struct df_conv2d_shape *s, int64_t ki, int64_t r0,
+                                              int64_t rows, int64_t lo, int64_t hi)
+{
+	struct same_width_span sp;
+	int64_t ra = s->pad - ki - r0, rb = s->h + s->pad - ki - r0;
+	sp.ra = ra < 0 ? 0 : ra > rows ? rows : ra;
+	sp.rb = rb < sp.ra ? sp.ra : rb > rows ? rows : rb;
+	sp.base = (r0 + sp.ra - s->pad + ki) * s->w - sp.ra * s->wo;
+	sp.first = sp.ra * s->wo + lo;
+	sp.end = sp.rb * s->wo - (s->wo - hi);
+	return sp;
+}
+
+/* Columns [0, lo) and [hi, wo) of the span's rows. */
+static void zero_border_columns(float *col_row, const struct df_conv2d_shape *s, const struct same_width_span *sp,
+                                int64_t lo, int64_t hi)
+{
+	for (int64_t r = sp->ra; r < sp->rb; r++) {
+		for (int64_t ow = 0; ow < lo; ow++)
+			col_row[r * s->wo + ow] = 0.0f;
+		for (int64_t ow = hi; ow < s->wo; ow++)
+			col_row[r * s->wo + ow] = 0.0f;
+	}
+}
+
+/* Row r of one im2col row block for input row ih (or zeros outside the
+ * image), columns [lo, hi) from the input and the rest zero. */
+static void im2col_row(float *drow, const float *plane, const struct df_conv2d_shape *s, int64_t ih, int64_t off,
+                       int64_t lo, int64_t hi)
+{
+	/* Plain loops, not memset/memcpy: rows are often a few dozen floats,
+	 * where a library call costs more than the copy. */
+	if (ih < 0 || ih >= s->h || lo >= hi) {
+		for (int64_t ow = 0; ow < s->wo; ow++)
+			drow[ow] = 0.0f;
+		return;
+	}
+	const float *srow = plane + ih * s->w;
+	for (int64_t ow = 0; ow < lo; ow++)
+		drow[ow] = 0.0f;
+	if (s->stride == 1)
+		for (int64_t ow = lo; ow < hi; ow++)
+			drow[ow] = srow[ow + off];
+	else
+		for (int64_t ow = lo; ow < hi; ow++)
+			drow[ow] = srow[ow * s->stride + off];
+	for (int64_t ow = hi; ow < s->wo; ow++)
+		drow[ow] = 0.0f;
+}
+
 /* col (K, rows * wo), K = cin * kh * kw ordered as the weights are, for
  * output rows [r0, r0 + rows) of one image xn (cin, h, w). */
 static void im2col_rows(float *col, const float *xn, const struct df_conv2d_shape *s,
 			int64_t r0, int64_t rows)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, cols = rows * s->wo;
+	/* Stride 1 with output rows as wide as input rows ("same" padding):
+	 * the rows inside the image are one shifted copy, then the few border
+	 * columns are zeroed. */
+	const int same_width = s->stride == 1 && s->wo == s->w;
 	for (int64_t k = 0; k < k_total; k++) {
 		const int64_t ch = k / (s->kh * s->kw), ki = (k / s->kw) % s->kh, kj = k % s->kw;
 		const float *plane = xn + ch * s->h * s->w;
+		const int64_t off = kj - s->pad;
 		float *dst = col + k * cols;
 		int64_t lo, hi;
 		valid_columns(s, kj, &lo, &hi);
-		for (int64_t r = 0; r < rows; r++) {
-			const int64_t ih = (r0 + r) * s->stride - s->pad + ki;
-			float *drow = dst + r * s->wo;
-			/* Plain loops, not memset/memcpy: rows are often a few
-			 * dozen floats, where a library call costs more than the copy. */
-			if (ih < 0 || ih >= s->h) {
-				for (int64_t ow = 0; ow < s->wo; ow++)
-					drow[ow] = 0.0f;
-				continue;
-			}
-			const float *srow = plane + ih * s->w;
-			const int64_t off = kj - s->pad;
-			for (int64_t ow = 0; ow < lo; ow++)
-				drow[ow] = 0.0f;
-			if (s->stride == 1)
-				for (int64_t ow = lo; ow < hi; ow++)
-					drow[ow] = srow[ow + off];
-			else
-				for (int64_t ow = lo; ow < hi; ow++)
-					drow[ow] = srow[ow * s->stride + off];
-			for (int64_t ow = hi; ow < s->wo; ow++)
-				drow[ow] = 0.0f;
+		if (!same_width || lo >= hi) {
+			for (int64_t r = 0; r < rows; r++)
+				im2col_row(dst + r * s->wo, plane, s, (r0 + r) * s->stride - s->pad + ki, off, lo, hi);
+			continue;
 		}
+		const struct same_width_span sp = same_width_span(s, ki, r0, rows, lo, hi);
+		memset(dst, 0, (size_t)(sp.ra * s->wo) * sizeof(float));
+		memset(dst + sp.rb * s->wo, 0, (size_t)((rows - sp.rb) * s->wo) * sizeof(float));
+		if (sp.end > sp.first)
+			memcpy(dst + sp.first, plane + sp.base + sp.first + off, (size_t)(sp.end - sp.first) * sizeof(float));
+		zero_border_columns(dst, s, &sp, lo, hi);
 	}
 }
 
-/* The adjoint of im2col_rows: adds col into dxn. */
-static void col2im_rows_add(float *dxn, const float *col, const struct df_conv2d_shape *s,
-			    int64_t r0, int64_t rows)
+/* The adjoint of im2col_rows: adds col into dxn. col is scratch: on the
+ * "same" fast path its border columns are zeroed so one shifted span adds
+ * the rest. */
+static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape *s, int64_t r0, int64_t rows)
 {
 	const int64_t cols = rows * s->wo;
+	const int same_width = s->stride == 1 && s->wo == s->w;
 	for (int64_t ch = 0; ch < s->cin; ch++) {
 		float *plane = dxn + ch * s->h * s->w;
 		for (int64_t ki = 0; ki < s->kh; ki++) {
 			for (int64_t kj = 0; kj < s->kw; kj++) {
-				const float *src = col + ((ch * s->kh + ki) * s->kw + kj) * cols;
+				float *src = col + ((ch * s->kh + ki) * s->kw + kj) * cols;
+				const int64_t off = kj - s->pad;
 				int64_t lo, hi;
 				valid_columns(s, kj, &lo, &hi);
+				if (same_width && lo < hi) {
+					const struct same_width_span sp = same_width_span(s, ki, r0, rows, lo, hi);
+					zero_border_columns(src, s, &sp, lo, hi);
+					for (int64_t i = sp.first; i < sp.end; i++)
+						plane[sp.base + off + i] += src[i];
+					continue;
+				}
 				for (int64_t r = 0; r < rows; r++) {
 					const int64_t ih = (r0 + r) * s->stride - s->pad + ki;
 					if (ih < 0 || ih >= s->h)
@@ -110,7 +174,7 @@ static void col2im_rows_add(float *dxn, const float *col, const struct df_conv2d
 					float *drow = plane + ih * s->w;
 					const float *srow = src + r * s->wo;
 					for (int64_t ow = lo; ow < hi; ow++)
-						drow[ow * s->stride + kj - s->pad] += srow[ow];
+						drow[ow * s->stride + off] += srow[ow];
 				}
 			}
 		}
@@ -185,13 +249,15 @@ static void input_grad_image(const struct df_conv2d_shape *s, float *dxn, const 
 	}
 }
 
-/* dw += dn im2col(xn)^T and db += row sums of dn, for one image. */
-static void weight_grad_image(const struct df_conv2d_shape *s, float *dw, float *db, const float *dn,
-                              const float *xn, float *scratch)
+/* Rows [c0, c1) of dw += dn im2col(xn)^T and of db += row sums of dn, for
+ * one image. */
+static void weight_grad_image(const struct df_conv2d_shape *s, int64_t c0, int64_t c1, float *dw, float *db,
+                              const float *dn, const float *xn, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	const int m = (int)(c1 - c0);
 	if (db)
-		for (int64_t co = 0; co < s->cout; co++) {
+		for (int64_t co = c0; co < c1; co++) {
 			float acc = 0.0f;
 			for (int64_t p = 0; p < pixels; p++)
 				acc += dn[co * pixels + p];
@@ -200,15 +266,16 @@ static void weight_grad_image(const struct df_conv2d_shape *s, float *dw, float 
 	if (!dw)
 		return;
 	if (is_pointwise(s)) {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout, (int)s->cin, (int)pixels, 1.0f, dn,
-		            (int)pixels, xn, (int)pixels, 1.0f, dw, (int)s->cin);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)s->cin, (int)pixels, 1.0f, dn + c0 * pixels,
+		            (int)pixels, xn, (int)pixels, 1.0f, dw + c0 * s->cin, (int)s->cin);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
 		im2col_rows(scratch, xn, s, r0, nr);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout, (int)k_total, (int)cols, 1.0f,
-		            dn + r0 * s->wo, (int)pixels, scratch, (int)cols, 1.0f, dw, (int)k_total);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k_total, (int)cols, 1.0f,
+		            dn + c0 * pixels + r0 * s->wo, (int)pixels, scratch, (int)cols, 1.0f, dw + c0 * k_total,
+		            (int)k_total);
 	}
 }
 
@@ -230,30 +297,40 @@ void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *
 		forward_image(s, out + img * out_image, x + img * in_image, w, b, workspace);
 }
 
-/* The weight gradient sums over images, so it runs image by image in a
- * fixed order (OpenBLAS's threads inside each GEMM); the input gradient is
- * per image and may split the batch. */
+/* The weight gradient sums over images in image order. With the batch
+ * split, each thread owns a block of output channels (rows of dw and db)
+ * and makes its own columns, so no region switches between OpenMP and
+ * OpenBLAS threads inside the op and no two threads add to one row. */
 void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
                              float *db, const float *dout, const float *x, const float *w, void *workspace)
 {
 	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
-	if (dw || db) {
-		dfi_cpu_blas_threads(be->threads);
-		for (int64_t img = 0; img < s->n; img++)
-			weight_grad_image(s, dw, db, dout + img * out_image, x + img * in_image, workspace);
-	}
-	if (!dx)
-		return;
 	const int workers = batch_workers(be, s);
 	if (workers > 1) {
 		dfi_cpu_blas_threads(1);
-#pragma omp parallel for num_threads(workers) schedule(static)
-		for (int64_t img = 0; img < s->n; img++)
-			input_grad_image(s, dx + img * in_image, dout + img * out_image, w, thread_scratch(workspace, s));
+#pragma omp parallel num_threads(workers)
+		{
+			const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+			const int64_t c0 = s->cout * t / nt, c1 = s->cout * (t + 1) / nt;
+			if ((dw || db) && c1 > c0)
+				for (int64_t img = 0; img < s->n; img++)
+					weight_grad_image(s, c0, c1, dw, db, dout + img * out_image, x + img * in_image,
+					                  thread_scratch(workspace, s));
+			if (dx) {
+#pragma omp for schedule(static)
+				for (int64_t img = 0; img < s->n; img++)
+					input_grad_image(s, dx + img * in_image, dout + img * out_image, w,
+					                 thread_scratch(workspace, s));
+			}
+		}
 		dfi_cpu_blas_threads(be->threads);
 		return;
 	}
 	dfi_cpu_blas_threads(be->threads);
-	for (int64_t img = 0; img < s->n; img++)
-		input_grad_image(s, dx + img * in_image, dout + img * out_image, w, workspace);
+	for (int64_t img = 0; img < s->n; img++) {
+		if (dw || db)
+			weight_grad_image(s, 0, s->cout, dw, db, dout + img * out_image, x + img * in_image, workspace);
+		if (dx)
+			input_grad_image(s, dx + img * in_image, dout + img * out_image, w, workspace);
+	}
 }
