@@ -14,7 +14,9 @@
 #include "diffuse/tensor.h"
 #include "../sdk/src/core.h"
 
-#define RUNS 15
+/* Many short runs: on a shared machine, the best of them is the one that
+ * ran undisturbed. */
+#define RUNS 40
 
 static double now(void)
 {
@@ -24,6 +26,11 @@ static double now(void)
 }
 
 typedef void (*bench_fn)(void *arg);
+
+/* The reference sgemms run on OpenBLAS's own threads, as a plain caller
+ * would use them; the library keeps OpenBLAS at one thread and splits work
+ * with OpenMP, so the setting is switched around each reference run. */
+static int reference_threads = 1;
 
 static double time_reps(bench_fn fn, void *arg, int reps)
 {
@@ -37,11 +44,15 @@ static double time_reps(bench_fn fn, void *arg, int reps)
  * alternating so both see the same load, after one warm-up call each. */
 static void best_times(bench_fn ref_fn, bench_fn op_fn, void *arg, int reps, double *ref, double *op)
 {
+	openblas_set_num_threads(reference_threads);
 	ref_fn(arg);
+	openblas_set_num_threads(1);
 	op_fn(arg);
 	*ref = *op = 1e30;
 	for (int r = 0; r < RUNS; r++) {
+		openblas_set_num_threads(reference_threads);
 		double t = time_reps(ref_fn, arg, reps);
+		openblas_set_num_threads(1);
 		*ref = t < *ref ? t : *ref;
 		t = time_reps(op_fn, arg, reps);
 		*op = t < *op ? t : *op;
@@ -88,9 +99,8 @@ static void bench_linear(const df_backend *be, const char *name, int64_t m, int6
 	                        buffer((size_t)(m * o)), buffer((size_t)(m * o)), buffer((size_t)(m * in)),
 	                        buffer((size_t)(o * in)), buffer((size_t)o)};
 	double flops = 3.0 * 2.0 * (double)m * (double)in * (double)o;
-	openblas_set_num_threads(be->threads);
 	double ref, op;
-	best_times(linear_ref, linear_op, &c, 3, &ref, &op);
+	best_times(linear_ref, linear_op, &c, 1, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s)\n", name, flops / op * 1e-9, ref / op,
 	       flops / ref * 1e-9);
 	free(c.x), free(c.w), free(c.b), free(c.out), free(c.dout), free(c.dx), free(c.dw), free(c.db);
@@ -148,9 +158,8 @@ static void bench_attention(const df_backend *be, const char *name, int64_t n, i
 	c.ref_s = buffer((size_t)(t * t)), c.ref_ds = buffer((size_t)(t * t));
 	c.ws = malloc(be->attention_workspace(be, &c.s));
 	double flops = 6.0 * 2.0 * (double)(n * heads) * (double)t * (double)t * (double)hd;
-	openblas_set_num_threads(be->threads);
 	double ref, op;
-	best_times(attn_ref, attn_op, &c, 2, &ref, &op);
+	best_times(attn_ref, attn_op, &c, 1, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s; matmul FLOPs only)\n", name, flops / op * 1e-9,
 	       ref / op, flops / ref * 1e-9);
 	free(c.q), free(c.k), free(c.v), free(c.out), free(c.dout), free(c.dq), free(c.dk), free(c.dv), free(c.lse);
@@ -274,7 +283,7 @@ static void bench_memory(struct mem_case *c, const char *name, void (*fn)(struct
 	c->fn = fn;
 	c->copy_bytes = bytes / 2;
 	double ref, op;
-	best_times(memcpy_ref, mem_op, c, 10, &ref, &op);
+	best_times(memcpy_ref, mem_op, c, 1, &ref, &op);
 	printf("%-34s %8.1f GB/s    %5.2f   (memcpy %.1f GB/s)\n", name, (double)bytes / op * 1e-9, ref / op,
 	       (double)bytes / ref * 1e-9);
 }
@@ -289,7 +298,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const df_backend *be = &ctx->backend;
+	reference_threads = be->threads;
 	printf("# %s\n", df_ctx_describe(ctx));
+	double load[3];
+	if (getloadavg(load, 3) == 3)
+		printf("# load average %.2f (other work on the machine lowers every figure)\n", load[0]);
 	printf("# linear: forward + backward (dx, dW, db) vs the three sgemms; attention: forward + backward\n");
 	bench_linear(be, "linear 2048x384->1536 fwd+bwd", 2048, 384, 1536);
 	bench_linear(be, "linear 2048x1536->384 fwd+bwd", 2048, 1536, 384);

@@ -94,6 +94,14 @@ static void test_linear_matmul(void **state)
 		{"matmul nt", build_matmul, &mm_nt, 2, {GC_IN(1, 5, 7), GC_IN(1, 4, 7)}, .naive = naive_matmul},
 		{"matmul tt 4d", build_matmul, &mm_tt, 2, {GC_IN(2, 2, 7, 5), GC_IN(2, 2, 4, 7)}, .naive = naive_matmul},
 		{"matmul 2d", build_matmul, &mm_nn, 2, {GC_IN(9, 3), GC_IN(3, 11)}, .naive = naive_matmul},
+		/* large enough for the backend to split one product across threads,
+		 * by rows (linear) and by columns (wide matmul, transposed b) */
+		{"linear split by rows", build_linear, NULL, 3, {GC_IN(300, 90), GC_IN(100, 90), GC_IN(100)},
+		 .naive = naive_linear, .probes = 24},
+		{"matmul split by columns", build_matmul, &mm_nt, 2, {GC_IN(1, 40, 140), GC_IN(1, 400, 140)},
+		 .naive = naive_matmul, .probes = 24},
+		{"matmul split, a transposed", build_matmul, &mm_tn, 2, {GC_IN(130, 170), GC_IN(130, 100)},
+		 .naive = naive_matmul, .probes = 24},
 	};
 	assert_int_equal(gc_check_table(ctx, cases, (int)(sizeof cases / sizeof *cases), 1), 0);
 }

@@ -43,15 +43,16 @@ struct pointwise {
 		}                                                              \
 	}
 
-DFI_INLINE float gelu_tanh_inner(float v)
+/* 0.5 (1 + tanh u) = sigmoid(2 u): one exp and one division, no tanh. */
+DFI_INLINE float gelu_tanh_gate(float v)
 {
-	return dfi_tanhf(GELU_K0 * (v + GELU_K1 * v * v * v));
+	return dfi_sigmoidf(2.0f * GELU_K0 * (v + GELU_K1 * v * v * v));
 }
 
 DFI_INLINE float gelu_tanh_grad(float v)
 {
-	float th = gelu_tanh_inner(v);
-	return 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K0 * (1.0f + 3.0f * GELU_K1 * v * v);
+	float s = gelu_tanh_gate(v);
+	return s + v * s * (1.0f - s) * (2.0f * GELU_K0) * (1.0f + 3.0f * GELU_K1 * v * v);
 }
 
 DFI_INLINE float gelu_erf_grad(float v)
@@ -65,7 +66,7 @@ DFI_INLINE float silu_grad(float v)
 	return s * (1.0f + v * (1.0f - s));
 }
 
-POINTWISE_FORWARD(gelu_tanh_fwd, 0.5f * v * (1.0f + gelu_tanh_inner(v)))
+POINTWISE_FORWARD(gelu_tanh_fwd, v * gelu_tanh_gate(v))
 POINTWISE_FORWARD(gelu_erf_fwd, 0.5f * v * (1.0f + dfi_erff(v * INV_SQRT2)))
 POINTWISE_FORWARD(silu_fwd, v * dfi_sigmoidf(v))
 POINTWISE_BACKWARD(gelu_tanh_bwd, gelu_tanh_grad(v))

@@ -4,55 +4,60 @@
  * results do not depend on the thread count. */
 #include "config.h"
 #include <math.h>
+#include <string.h>
 #include "cpu.h"
 
-/* Row reductions keep LANES independent partial sums so the adds do not
- * wait on each other (a single vector accumulator is latency-bound), then
- * add the lanes pairwise. */
-#define LANES 32
+/* Row reductions run on explicit 16-float vectors, two accumulators each,
+ * so the partial sums live in registers and the adds do not wait on each
+ * other (the compiler keeps an accumulator array on the stack). In the
+ * baseline clone the same code is lowered to SSE. */
+/* Every use is inlined into one clone, so the vector ABI never matters. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v16 __attribute__((vector_size(64)));
 
-DFI_INLINE float lanes_total(float *acc)
+DFI_INLINE v16 load16(const float *p)
 {
-	/* constant trip counts, so each halving is one vector add */
-#pragma omp simd
-	for (int j = 0; j < 16; j++)
-		acc[j] += acc[j + 16];
-#pragma omp simd
-	for (int j = 0; j < 8; j++)
-		acc[j] += acc[j + 8];
-#pragma omp simd
-	for (int j = 0; j < 4; j++)
-		acc[j] += acc[j + 4];
-	return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+	v16 v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+DFI_INLINE float hsum16(v16 v)
+{
+	typedef float v8 __attribute__((vector_size(32)));
+	typedef float v4 __attribute__((vector_size(16)));
+	v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+	       __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+	v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+	return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
 /* Mean and 1/std of row r (two passes over a row that stays in cache),
  * kept in mean[r], rstd[r] when those are given. */
 DFI_INLINE void row_stats(const float *restrict x, int64_t d, float eps, float *mean_out, float *rstd_out,
-                             float *mean, float *rstd, int64_t r)
+                          float *mean, float *rstd, int64_t r)
 {
-	float acc[LANES] = {0};
+	v16 s0 = {0}, s1 = {0};
 	int64_t i = 0;
-	for (; i + LANES <= d; i += LANES)
-#pragma omp simd
-		for (int j = 0; j < LANES; j++)
-			acc[j] += x[i + j];
-	for (int j = 0; i < d; i++, j++)
-		acc[j] += x[i];
-	float mu = lanes_total(acc) / (float)d;
-	float var[LANES] = {0};
-	for (i = 0; i + LANES <= d; i += LANES)
-#pragma omp simd
-		for (int j = 0; j < LANES; j++) {
-			float c = x[i + j] - mu;
-			var[j] += c * c;
-		}
-	for (int j = 0; i < d; i++, j++) {
-		float c = x[i] - mu;
-		var[j] += c * c;
+	for (; i + 32 <= d; i += 32) {
+		s0 += load16(x + i);
+		s1 += load16(x + i + 16);
 	}
+	float tail = 0.0f;
+	for (int64_t j = i; j < d; j++)
+		tail += x[j];
+	float mu = (hsum16(s0 + s1) + tail) / (float)d;
+	v16 q0 = {0}, q1 = {0};
+	for (i = 0; i + 32 <= d; i += 32) {
+		v16 c0 = load16(x + i) - mu, c1 = load16(x + i + 16) - mu;
+		q0 += c0 * c0;
+		q1 += c1 * c1;
+	}
+	tail = 0.0f;
+	for (int64_t j = i; j < d; j++)
+		tail += (x[j] - mu) * (x[j] - mu);
 	*mean_out = mu;
-	*rstd_out = 1.0f / sqrtf(lanes_total(var) / (float)d + eps);
+	*rstd_out = 1.0f / sqrtf((hsum16(q0 + q1) + tail) / (float)d + eps);
 	if (mean) {
 		mean[r] = mu;
 		rstd[r] = *rstd_out;
@@ -104,21 +109,24 @@ DFI_INLINE void row_backward(float *restrict dx, const float *restrict dout, con
                                 const float *restrict gain, float plus, float mu, float rs, int64_t d,
                                 float *restrict dgain, float *restrict dbias)
 {
-	float sg[LANES] = {0}, sgx[LANES] = {0};
+	v16 g0 = {0}, g1 = {0}, gx0 = {0}, gx1 = {0};
 	int64_t i = 0;
-	for (; i + LANES <= d; i += LANES)
-#pragma omp simd
-		for (int j = 0; j < LANES; j++) {
-			float gi = dout[i + j] * ((gain ? gain[i + j] : 0.0f) + plus);
-			sg[j] += gi;
-			sgx[j] += gi * (x[i + j] - mu) * rs;
-		}
-	for (int j = 0; i < d; i++, j++) {
-		float gi = dout[i] * ((gain ? gain[i] : 0.0f) + plus);
-		sg[j] += gi;
-		sgx[j] += gi * (x[i] - mu) * rs;
+	for (; i + 32 <= d; i += 32) {
+		v16 w0 = gain ? load16(gain + i) + plus : (v16){0} + plus;
+		v16 w1 = gain ? load16(gain + i + 16) + plus : (v16){0} + plus;
+		v16 a0 = load16(dout + i) * w0, a1 = load16(dout + i + 16) * w1;
+		g0 += a0;
+		g1 += a1;
+		gx0 += a0 * ((load16(x + i) - mu) * rs);
+		gx1 += a1 * ((load16(x + i + 16) - mu) * rs);
 	}
-	float mean_g = lanes_total(sg) / (float)d, mean_gx = lanes_total(sgx) / (float)d;
+	float tg = 0.0f, tgx = 0.0f;
+	for (int64_t j = i; j < d; j++) {
+		float gi = dout[j] * ((gain ? gain[j] : 0.0f) + plus);
+		tg += gi;
+		tgx += gi * (x[j] - mu) * rs;
+	}
+	float mean_g = (hsum16(g0 + g1) + tg) / (float)d, mean_gx = (hsum16(gx0 + gx1) + tgx) / (float)d;
 	if (dgain) {
 #pragma omp simd
 		for (i = 0; i < d; i++) {
