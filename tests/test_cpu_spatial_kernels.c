@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <cblas.h>
 
 #include "diffuse/rng.h"
 #include "backends/cpu/spatial_kernels.h"
@@ -20,12 +21,20 @@
 static const df_backend be_ = {.name = "cpu", .threads = 2};
 static const df_backend *const be = &be_;
 
-/* conv.c sets OpenBLAS's thread count through the backend; the test links
- * the kernels alone. */
-void dfi_cpu_blas_threads(int threads);
-void dfi_cpu_blas_threads(int threads)
+/* conv.c calls the backend's GEMM helpers (cpu.c); the test links the
+ * kernels alone, so here they are plain one-thread sgemm calls (the split
+ * versions run in the op tests). */
+void dfi_cpu_blas_single_thread(void)
 {
-	(void)threads;
+	openblas_set_num_threads(1);
+}
+
+void dfi_cpu_gemm(const df_backend *backend, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+	(void)backend;
+	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
+	            (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
 /* ---- helpers ---------------------------------------------------------- */

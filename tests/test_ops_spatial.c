@@ -366,6 +366,61 @@ static void test_bad_arguments(void **state)
 	expect_einval("dropout", dropout_too_likely, DF_SHAPE(4), 0, NULL);
 }
 
+/* ---- conv2d gives the same floats on 1 and 2 threads ---------------------- */
+
+/* Output and every gradient of sum(conv2d(x) * r), on a context of the
+ * given thread count, into out (then dx, dw, db in order). */
+static void conv_run(int threads, int64_t n, float *results)
+{
+	df_error err;
+	df_ctx *c = NULL;
+	assert_int_equal(df_ctx_create(&c, "cpu", threads, &err), 0);
+	df_params *p = df_params_create(c);
+	const int64_t xs[4] = {n, 16, 32, 32}, ws[4] = {16, 16, 3, 3}, bs[1] = {16};
+	df_tensor *x = df_params_add(p, "x", 4, xs, 0), *w = df_params_add(p, "w", 4, ws, 0);
+	df_tensor *b = df_params_add(p, "b", 1, bs, 0);
+	assert_int_equal(df_params_finalize(p, &err), 0);
+	const int64_t total = df_params_numel(p);
+	float *values = malloc((size_t)total * sizeof(float));
+	uint64_t rng = 9;
+	gc_fill(values, total, -1.0f, 1.0f, &rng);
+	assert_int_equal(df_params_write(p, values, &err), 0);
+	df_graph *g = df_graph_create(c, 0);
+	df_tensor *out = df_conv2d(g, x, w, b, 1, 1);
+	float *r = malloc((size_t)out->numel * sizeof(float));
+	gc_fill(r, out->numel, -1.0f, 1.0f, &rng);
+	df_params_zero_grad(p);
+	df_tensor *loss = df_sum(g, df_mul(g, out, df_tensor_from_host(g, r, out->ndim, out->shape)));
+	assert_int_equal(df_backward(g, loss, &err), 0);
+	assert_int_equal(df_tensor_read(out, results, &err), 0);
+	results += out->numel;
+	df_tensor *params[3] = {x, w, b};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(df_tensor_read_grad(params[i], results, &err), 0);
+		results += params[i]->numel;
+	}
+	free(values);
+	free(r);
+	df_graph_destroy(g);
+	df_params_destroy(p);
+	df_ctx_destroy(c);
+}
+
+static void test_conv2d_thread_count_invariant(void **state)
+{
+	(void)state;
+	/* n = 1: each GEMM split over threads; n = 4: the batch split. */
+	for (int64_t n = 1; n <= 4; n += 3) {
+		const size_t count = (size_t)(2 * n * 16 * 32 * 32 + 16 * 16 * 9 + 16); /* out, dx, dw, db */
+		float *one = malloc(count * sizeof(float)), *two = malloc(count * sizeof(float));
+		conv_run(1, n, one);
+		conv_run(2, n, two);
+		assert_memory_equal(one, two, count * sizeof(float));
+		free(one);
+		free(two);
+	}
+}
+
 /* ---- a small conv block trains without growing its memory --------------- */
 
 static void test_steps_reuse_memory(void **state)
@@ -422,6 +477,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_groupnorm),
 		cmocka_unit_test(test_conv2d),
+		cmocka_unit_test(test_conv2d_thread_count_invariant),
 		cmocka_unit_test(test_resampling),
 		cmocka_unit_test(test_pointwise),
 		cmocka_unit_test(test_dropout),

@@ -2,12 +2,10 @@
  * buffer stays bounded whatever the resolution (a full-image im2col of a
  * 512x512 VAE layer would take over a gigabyte).
  *
- * Threads: either the batch is split over them (each image on one thread
- * with a one-thread sgemm), or images go one by one through OpenBLAS's
- * threads with the copies around the GEMMs on the calling thread. OpenMP
- * loops interleaved with OpenBLAS's spinning pthread workers fight for the
- * same cores: measured on 2 cores, a threaded im2col between threaded
- * GEMMs halved the convolution's speed. The copies cost about 1/cout of
+ * Threads (the backend's OpenMP pool; OpenBLAS runs single-threaded): either
+ * the batch is split over them, each image on one thread, or images go one
+ * by one with each GEMM split over the threads (dfi_cpu_gemm) and the
+ * copies around the GEMMs on the calling thread; they cost about 1/cout of
  * the GEMM's work. */
 #include "config.h"
 
@@ -37,6 +35,19 @@ static int64_t tile_rows(const struct df_conv2d_shape *s)
 static int64_t tile_floats(const struct df_conv2d_shape *s)
 {
 	return is_pointwise(s) ? 0 : s->cin * s->kh * s->kw * s->wo * tile_rows(s);
+}
+
+/* C = op(A) op(B) + beta C, row-major: on the calling thread (split NULL,
+ * inside an OpenMP region) or split over split's threads (outside one). */
+static void conv_gemm(const df_backend *split, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+	if (split) {
+		dfi_cpu_gemm(split, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
+	            (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
 /* The output columns ow whose input column ow * stride - pad + kj lies in
@@ -182,10 +193,10 @@ static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape
 }
 
 /* The batch is split over the threads, one image per thread at a time with
- * a one-thread sgemm and its own slice of the workspace, when every thread
- * gets at least one image and the split is even or the batch large; else
- * images go one by one through OpenBLAS's threads. Both give the same
- * floats: each image is computed the same way. */
+ * its own slice of the workspace, when every thread gets at least one image
+ * and the split is even or the batch large; else images go one by one, each
+ * product split over the threads. Both give the same floats: each image is
+ * computed the same way. */
 static int batch_workers(const df_backend *be, const struct df_conv2d_shape *s)
 {
 	const int64_t t = be->threads;
@@ -208,8 +219,8 @@ size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_sha
 }
 
 /* One image: on (cout, ho, wo) = conv(xn). */
-static void forward_image(const struct df_conv2d_shape *s, float *on, const float *xn, const float *w,
-                          const float *b, float *scratch)
+static void forward_image(const df_backend *split, const struct df_conv2d_shape *s, float *on, const float *xn,
+                          const float *w, const float *b, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
 	/* The bias seeds the output; the GEMM then adds with beta = 1. */
@@ -219,43 +230,39 @@ static void forward_image(const struct df_conv2d_shape *s, float *on, const floa
 				on[co * pixels + p] = b[co];
 	const float beta = b ? 1.0f : 0.0f;
 	if (is_pointwise(s)) {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout, (int)pixels, (int)s->cin, 1.0f, w,
-		            (int)s->cin, xn, (int)pixels, beta, on, (int)pixels);
+		conv_gemm(split, 0, 0, s->cout, pixels, s->cin, w, s->cin, xn, pixels, beta, on, pixels);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
 		im2col_rows(scratch, xn, s, r0, nr);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout, (int)cols, (int)k_total, 1.0f, w,
-		            (int)k_total, scratch, (int)cols, beta, on + r0 * s->wo, (int)pixels);
+		conv_gemm(split, 0, 0, s->cout, cols, k_total, w, k_total, scratch, cols, beta, on + r0 * s->wo, pixels);
 	}
 }
 
 /* One image: dxn (cin, h, w) += conv^T(dn). */
-static void input_grad_image(const struct df_conv2d_shape *s, float *dxn, const float *dn, const float *w,
-                             float *scratch)
+static void input_grad_image(const df_backend *split, const struct df_conv2d_shape *s, float *dxn, const float *dn,
+                             const float *w, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
 	if (is_pointwise(s)) {
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s->cin, (int)pixels, (int)s->cout, 1.0f, w,
-		            (int)s->cin, dn, (int)pixels, 1.0f, dxn, (int)pixels);
+		conv_gemm(split, 1, 0, s->cin, pixels, s->cout, w, s->cin, dn, pixels, 1.0f, dxn, pixels);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k_total, (int)cols, (int)s->cout, 1.0f, w,
-		            (int)k_total, dn + r0 * s->wo, (int)pixels, 0.0f, scratch, (int)cols);
+		conv_gemm(split, 1, 0, k_total, cols, s->cout, w, k_total, dn + r0 * s->wo, pixels, 0.0f, scratch, cols);
 		col2im_rows_add(dxn, scratch, s, r0, nr);
 	}
 }
 
 /* Rows [c0, c1) of dw += dn im2col(xn)^T and of db += row sums of dn, for
  * one image. */
-static void weight_grad_image(const struct df_conv2d_shape *s, int64_t c0, int64_t c1, float *dw, float *db,
-                              const float *dn, const float *xn, float *scratch)
+static void weight_grad_image(const df_backend *split, const struct df_conv2d_shape *s, int64_t c0, int64_t c1,
+                              float *dw, float *db, const float *dn, const float *xn, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
-	const int m = (int)(c1 - c0);
+	const int64_t m = c1 - c0;
 	if (db)
 		for (int64_t co = c0; co < c1; co++) {
 			float acc = 0.0f;
@@ -266,16 +273,15 @@ static void weight_grad_image(const struct df_conv2d_shape *s, int64_t c0, int64
 	if (!dw)
 		return;
 	if (is_pointwise(s)) {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)s->cin, (int)pixels, 1.0f, dn + c0 * pixels,
-		            (int)pixels, xn, (int)pixels, 1.0f, dw + c0 * s->cin, (int)s->cin);
+		conv_gemm(split, 0, 1, m, s->cin, pixels, dn + c0 * pixels, pixels, xn, pixels, 1.0f, dw + c0 * s->cin,
+		          s->cin);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
 		im2col_rows(scratch, xn, s, r0, nr);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)k_total, (int)cols, 1.0f,
-		            dn + c0 * pixels + r0 * s->wo, (int)pixels, scratch, (int)cols, 1.0f, dw + c0 * k_total,
-		            (int)k_total);
+		conv_gemm(split, 0, 1, m, k_total, cols, dn + c0 * pixels + r0 * s->wo, pixels, scratch, cols, 1.0f,
+		          dw + c0 * k_total, k_total);
 	}
 }
 
@@ -284,53 +290,49 @@ void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *
 {
 	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
 	const int workers = batch_workers(be, s);
+	dfi_cpu_blas_single_thread();
 	if (workers > 1) {
-		dfi_cpu_blas_threads(1);
 #pragma omp parallel for num_threads(workers) schedule(static)
 		for (int64_t img = 0; img < s->n; img++)
-			forward_image(s, out + img * out_image, x + img * in_image, w, b, thread_scratch(workspace, s));
-		dfi_cpu_blas_threads(be->threads);
+			forward_image(NULL, s, out + img * out_image, x + img * in_image, w, b, thread_scratch(workspace, s));
 		return;
 	}
-	dfi_cpu_blas_threads(be->threads);
 	for (int64_t img = 0; img < s->n; img++)
-		forward_image(s, out + img * out_image, x + img * in_image, w, b, workspace);
+		forward_image(be, s, out + img * out_image, x + img * in_image, w, b, workspace);
 }
 
 /* The weight gradient sums over images in image order. With the batch
  * split, each thread owns a block of output channels (rows of dw and db)
- * and makes its own columns, so no region switches between OpenMP and
- * OpenBLAS threads inside the op and no two threads add to one row. */
+ * and makes its own columns, so no two threads add to one row; otherwise
+ * each product is split over the threads (dfi_cpu_gemm). */
 void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
                              float *db, const float *dout, const float *x, const float *w, void *workspace)
 {
 	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
 	const int workers = batch_workers(be, s);
+	dfi_cpu_blas_single_thread();
 	if (workers > 1) {
-		dfi_cpu_blas_threads(1);
 #pragma omp parallel num_threads(workers)
 		{
 			const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
 			const int64_t c0 = s->cout * t / nt, c1 = s->cout * (t + 1) / nt;
 			if ((dw || db) && c1 > c0)
 				for (int64_t img = 0; img < s->n; img++)
-					weight_grad_image(s, c0, c1, dw, db, dout + img * out_image, x + img * in_image,
+					weight_grad_image(NULL, s, c0, c1, dw, db, dout + img * out_image, x + img * in_image,
 					                  thread_scratch(workspace, s));
 			if (dx) {
 #pragma omp for schedule(static)
 				for (int64_t img = 0; img < s->n; img++)
-					input_grad_image(s, dx + img * in_image, dout + img * out_image, w,
+					input_grad_image(NULL, s, dx + img * in_image, dout + img * out_image, w,
 					                 thread_scratch(workspace, s));
 			}
 		}
-		dfi_cpu_blas_threads(be->threads);
 		return;
 	}
-	dfi_cpu_blas_threads(be->threads);
 	for (int64_t img = 0; img < s->n; img++) {
 		if (dw || db)
-			weight_grad_image(s, 0, s->cout, dw, db, dout + img * out_image, x + img * in_image, workspace);
+			weight_grad_image(be, s, 0, s->cout, dw, db, dout + img * out_image, x + img * in_image, workspace);
 		if (dx)
-			input_grad_image(s, dx + img * in_image, dout + img * out_image, w, workspace);
+			input_grad_image(be, s, dx + img * in_image, dout + img * out_image, w, workspace);
 	}
 }
