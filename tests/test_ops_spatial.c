@@ -117,7 +117,7 @@ static void test_conv2d(void **state)
 {
 	(void)state;
 	static const struct conv_arg s2p1 = {2, 1, 1}, s1p0 = {1, 0, 1}, same5 = {1, 2, 0}, s3p0 = {3, 0, 1};
-	static const struct conv_arg strided_1x1 = {2, 0, 1}, wide_pad = {1, 3, 1};
+	static const struct conv_arg strided_1x1 = {2, 0, 1}, wide_pad = {1, 3, 1}, same3 = {1, 1, 1};
 	const struct gc_case cases[] = {
 		{"conv2d 3x3 stride 2 pad 1, batch 1", build_conv, &s2p1, 3,
 		 {GC_IN(1, 3, 7, 5), GC_IN_RANGE(-0.5f, 0.5f, 4, 3, 3, 3), GC_IN(4)}, .naive = naive_conv},
@@ -133,6 +133,12 @@ static void test_conv2d(void **state)
 		 {GC_IN(1, 2, 4, 4), GC_IN(2, 2, 3, 3), GC_IN(2)}, .naive = naive_conv},
 		{"conv2d batch of 4 (split over threads)", build_conv, &s2p1, 3,
 		 {GC_IN(4, 2, 5, 4), GC_IN_RANGE(-0.5f, 0.5f, 3, 2, 3, 3), GC_IN(3)}, .naive = naive_conv},
+		/* Large enough to run on several threads: split by channels, then
+		 * by images. */
+		{"conv2d one image on threads", build_conv, &same3, 3,
+		 {GC_IN(1, 4, 12, 12), GC_IN_RANGE(-0.5f, 0.5f, 6, 4, 3, 3), GC_IN(6)}, .naive = naive_conv},
+		{"conv2d four images on threads", build_conv, &same3, 3,
+		 {GC_IN(4, 3, 10, 10), GC_IN_RANGE(-0.5f, 0.5f, 4, 3, 3, 3), GC_IN(4)}, .naive = naive_conv},
 	};
 	assert_int_equal(gc_check_table(ctx, cases, N_CASES(cases), 21), 0);
 }

@@ -2,11 +2,8 @@
  * buffer stays bounded whatever the resolution (a full-image im2col of a
  * 512x512 VAE layer would take over a gigabyte).
  *
- * Threads (the backend's OpenMP pool; OpenBLAS runs single-threaded): either
- * the batch is split over them, each image on one thread, or images go one
- * by one with each GEMM split over the threads (dfi_cpu_gemm) and the
- * copies around the GEMMs on the calling thread; they cost about 1/cout of
- * the GEMM's work. */
+ * Threads: the backend's OpenMP pool, one region per call, OpenBLAS on one
+ * thread inside it (see split_batch). */
 #include "config.h"
 
 #include <string.h>
@@ -37,15 +34,12 @@ static int64_t tile_floats(const struct df_conv2d_shape *s)
 	return is_pointwise(s) ? 0 : s->cin * s->kh * s->kw * s->wo * tile_rows(s);
 }
 
-/* C = op(A) op(B) + beta C, row-major: on the calling thread (split NULL,
- * inside an OpenMP region) or split over split's threads (outside one). */
-static void conv_gemm(const df_backend *split, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+/* C = op(A) op(B) + beta C, row-major, on the calling thread. */
+static void conv_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
-	if (split) {
-		dfi_cpu_gemm(split, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+	if (m <= 0)
 		return;
-	}
 	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
 	            (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
@@ -156,18 +150,20 @@ static void im2col_rows(float *col, const float *xn, const struct df_conv2d_shap
 	}
 }
 
-/* The adjoint of im2col_rows: adds col into dxn. col is scratch: on the
- * "same" fast path its border columns are zeroed so one shifted span adds
- * the rest. */
-static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape *s, int64_t r0, int64_t rows)
+/* The adjoint of im2col_rows for input channels [i0, i1): adds col, whose
+ * first row belongs to channel i0, into dxn. col is scratch: on the "same"
+ * fast path its border columns are zeroed so one shifted span adds the
+ * rest. */
+static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape *s, int64_t r0, int64_t rows,
+                            int64_t i0, int64_t i1)
 {
 	const int64_t cols = rows * s->wo;
 	const int same_width = s->stride == 1 && s->wo == s->w;
-	for (int64_t ch = 0; ch < s->cin; ch++) {
+	for (int64_t ch = i0; ch < i1; ch++) {
 		float *plane = dxn + ch * s->h * s->w;
 		for (int64_t ki = 0; ki < s->kh; ki++) {
 			for (int64_t kj = 0; kj < s->kw; kj++) {
-				float *src = col + ((ch * s->kh + ki) * s->kw + kj) * cols;
+				float *src = col + (((ch - i0) * s->kh + ki) * s->kw + kj) * cols;
 				const int64_t off = kj - s->pad;
 				int64_t lo, hi;
 				valid_columns(s, kj, &lo, &hi);
@@ -192,17 +188,22 @@ static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape
 	}
 }
 
-/* The batch is split over the threads, one image per thread at a time with
- * its own slice of the workspace, when every thread gets at least one image
- * and the split is even or the batch large; else images go one by one, each
- * product split over the threads. Both give the same floats: each image is
- * computed the same way. */
-static int batch_workers(const df_backend *be, const struct df_conv2d_shape *s)
+/* Threads split the batch (each image on one thread) when every thread
+ * gets an image and the split is even or the batch large; otherwise they
+ * split each image by channels: output channels for the output and the
+ * weight gradient (each thread making its own columns), input channels for
+ * the input gradient. Either way every float is computed the same way, so
+ * the result does not depend on the thread count. */
+static int split_batch(const df_backend *be, const struct df_conv2d_shape *s)
 {
 	const int64_t t = be->threads;
-	if (t > 1 && s->n >= t && (s->n % t == 0 || s->n >= 4 * t))
-		return (int)t;
-	return 1;
+	return t > 1 && s->n >= t && (s->n % t == 0 || s->n >= 4 * t);
+}
+
+/* Tiny convolutions run on one thread: forking costs more. */
+static int parallel_worth_it(const df_backend *be, const struct df_conv2d_shape *s)
+{
+	return be->threads > 1 && s->n * s->cout * s->ho * s->wo * s->cin * s->kh * s->kw > DFI_CPU_PARALLEL_MIN;
 }
 
 /* The calling thread's tile of the workspace (none for 1x1). */
@@ -211,58 +212,74 @@ static float *thread_scratch(void *workspace, const struct df_conv2d_shape *s)
 	return workspace ? (float *)workspace + omp_get_thread_num() * tile_floats(s) : NULL;
 }
 
-size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+/* [*lo, *hi): the calling thread's share of [0, n). */
+static void thread_share(int64_t n, int64_t *lo, int64_t *hi)
 {
-	if (is_pointwise(s))
-		return 0;
-	return (size_t)batch_workers(be, s) * (size_t)tile_floats(s) * sizeof(float);
+	const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+	*lo = n * t / nt;
+	*hi = n * (t + 1) / nt;
 }
 
-/* One image: on (cout, ho, wo) = conv(xn). */
-static void forward_image(const df_backend *split, const struct df_conv2d_shape *s, float *on, const float *xn,
+size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+{
+	const int64_t threads = be->threads > 1 ? be->threads : 1;
+	return (size_t)threads * (size_t)tile_floats(s) * sizeof(float);
+}
+
+/* Output channels [c0, c1) of one image: on (cout, ho, wo) = conv(xn). */
+static void forward_image(const struct df_conv2d_shape *s, int64_t c0, int64_t c1, float *on, const float *xn,
                           const float *w, const float *b, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	if (c1 <= c0)
+		return;
 	/* The bias seeds the output; the GEMM then adds with beta = 1. */
 	if (b)
-		for (int64_t co = 0; co < s->cout; co++)
+		for (int64_t co = c0; co < c1; co++)
 			for (int64_t p = 0; p < pixels; p++)
 				on[co * pixels + p] = b[co];
 	const float beta = b ? 1.0f : 0.0f;
 	if (is_pointwise(s)) {
-		conv_gemm(split, 0, 0, s->cout, pixels, s->cin, w, s->cin, xn, pixels, beta, on, pixels);
+		conv_gemm(0, 0, c1 - c0, pixels, s->cin, w + c0 * s->cin, s->cin, xn, pixels, beta, on + c0 * pixels,
+		          pixels);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
 		im2col_rows(scratch, xn, s, r0, nr);
-		conv_gemm(split, 0, 0, s->cout, cols, k_total, w, k_total, scratch, cols, beta, on + r0 * s->wo, pixels);
+		conv_gemm(0, 0, c1 - c0, cols, k_total, w + c0 * k_total, k_total, scratch, cols, beta,
+		          on + c0 * pixels + r0 * s->wo, pixels);
 	}
 }
 
-/* One image: dxn (cin, h, w) += conv^T(dn). */
-static void input_grad_image(const df_backend *split, const struct df_conv2d_shape *s, float *dxn, const float *dn,
+/* Input channels [i0, i1) of one image: dxn (cin, h, w) += conv^T(dn). */
+static void input_grad_image(const struct df_conv2d_shape *s, int64_t i0, int64_t i1, float *dxn, const float *dn,
                              const float *w, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	const int64_t window = s->kh * s->kw;
+	if (i1 <= i0)
+		return;
 	if (is_pointwise(s)) {
-		conv_gemm(split, 1, 0, s->cin, pixels, s->cout, w, s->cin, dn, pixels, 1.0f, dxn, pixels);
+		conv_gemm(1, 0, i1 - i0, pixels, s->cout, w + i0, s->cin, dn, pixels, 1.0f, dxn + i0 * pixels, pixels);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
-		conv_gemm(split, 1, 0, k_total, cols, s->cout, w, k_total, dn + r0 * s->wo, pixels, 0.0f, scratch, cols);
-		col2im_rows_add(dxn, scratch, s, r0, nr);
+		conv_gemm(1, 0, (i1 - i0) * window, cols, s->cout, w + i0 * window, k_total, dn + r0 * s->wo, pixels,
+		          0.0f, scratch, cols);
+		col2im_rows_add(dxn, scratch, s, r0, nr, i0, i1);
 	}
 }
 
-/* Rows [c0, c1) of dw += dn im2col(xn)^T and of db += row sums of dn, for
- * one image. */
-static void weight_grad_image(const df_backend *split, const struct df_conv2d_shape *s, int64_t c0, int64_t c1,
-                              float *dw, float *db, const float *dn, const float *xn, float *scratch)
+/* Output channels [c0, c1) of dw += dn im2col(xn)^T and of db += row sums
+ * of dn, for one image. */
+static void weight_grad_image(const struct df_conv2d_shape *s, int64_t c0, int64_t c1, float *dw, float *db,
+                              const float *dn, const float *xn, float *scratch)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
-	const int64_t m = c1 - c0;
+	if (c1 <= c0)
+		return;
 	if (db)
 		for (int64_t co = c0; co < c1; co++) {
 			float acc = 0.0f;
@@ -273,14 +290,14 @@ static void weight_grad_image(const df_backend *split, const struct df_conv2d_sh
 	if (!dw)
 		return;
 	if (is_pointwise(s)) {
-		conv_gemm(split, 0, 1, m, s->cin, pixels, dn + c0 * pixels, pixels, xn, pixels, 1.0f, dw + c0 * s->cin,
+		conv_gemm(0, 1, c1 - c0, s->cin, pixels, dn + c0 * pixels, pixels, xn, pixels, 1.0f, dw + c0 * s->cin,
 		          s->cin);
 		return;
 	}
 	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
 		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
 		im2col_rows(scratch, xn, s, r0, nr);
-		conv_gemm(split, 0, 1, m, k_total, cols, dn + c0 * pixels + r0 * s->wo, pixels, scratch, cols, 1.0f,
+		conv_gemm(0, 1, c1 - c0, k_total, cols, dn + c0 * pixels + r0 * s->wo, pixels, scratch, cols, 1.0f,
 		          dw + c0 * k_total, k_total);
 	}
 }
@@ -289,50 +306,49 @@ void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *
                             const float *w, const float *b, void *workspace)
 {
 	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
-	const int workers = batch_workers(be, s);
+	const int batch = split_batch(be, s);
 	dfi_cpu_blas_single_thread();
-	if (workers > 1) {
-#pragma omp parallel for num_threads(workers) schedule(static)
-		for (int64_t img = 0; img < s->n; img++)
-			forward_image(NULL, s, out + img * out_image, x + img * in_image, w, b, thread_scratch(workspace, s));
-		return;
+#pragma omp parallel num_threads(be->threads) if (parallel_worth_it(be, s))
+	{
+		float *scratch = thread_scratch(workspace, s);
+		if (batch) {
+#pragma omp for schedule(static)
+			for (int64_t img = 0; img < s->n; img++)
+				forward_image(s, 0, s->cout, out + img * out_image, x + img * in_image, w, b, scratch);
+		} else {
+			int64_t c0, c1;
+			thread_share(s->cout, &c0, &c1);
+			for (int64_t img = 0; img < s->n; img++)
+				forward_image(s, c0, c1, out + img * out_image, x + img * in_image, w, b, scratch);
+		}
 	}
-	for (int64_t img = 0; img < s->n; img++)
-		forward_image(be, s, out + img * out_image, x + img * in_image, w, b, workspace);
 }
 
-/* The weight gradient sums over images in image order. With the batch
- * split, each thread owns a block of output channels (rows of dw and db)
- * and makes its own columns, so no two threads add to one row; otherwise
- * each product is split over the threads (dfi_cpu_gemm). */
+/* The weight gradient sums over images in image order within each block of
+ * output channels, which one thread owns, so no two threads add to one row
+ * of dw or db. */
 void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
                              float *db, const float *dout, const float *x, const float *w, void *workspace)
 {
 	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
-	const int workers = batch_workers(be, s);
+	const int batch = split_batch(be, s);
 	dfi_cpu_blas_single_thread();
-	if (workers > 1) {
-#pragma omp parallel num_threads(workers)
-		{
-			const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-			const int64_t c0 = s->cout * t / nt, c1 = s->cout * (t + 1) / nt;
-			if ((dw || db) && c1 > c0)
-				for (int64_t img = 0; img < s->n; img++)
-					weight_grad_image(NULL, s, c0, c1, dw, db, dout + img * out_image, x + img * in_image,
-					                  thread_scratch(workspace, s));
-			if (dx) {
-#pragma omp for schedule(static)
-				for (int64_t img = 0; img < s->n; img++)
-					input_grad_image(NULL, s, dx + img * in_image, dout + img * out_image, w,
-					                 thread_scratch(workspace, s));
-			}
-		}
-		return;
-	}
-	for (int64_t img = 0; img < s->n; img++) {
+#pragma omp parallel num_threads(be->threads) if (parallel_worth_it(be, s))
+	{
+		float *scratch = thread_scratch(workspace, s);
+		int64_t c0, c1, i0, i1;
+		thread_share(s->cout, &c0, &c1);
+		thread_share(s->cin, &i0, &i1);
 		if (dw || db)
-			weight_grad_image(be, s, 0, s->cout, dw, db, dout + img * out_image, x + img * in_image, workspace);
-		if (dx)
-			input_grad_image(be, s, dx + img * in_image, dout + img * out_image, w, workspace);
+			for (int64_t img = 0; img < s->n; img++)
+				weight_grad_image(s, c0, c1, dw, db, dout + img * out_image, x + img * in_image, scratch);
+		if (dx && batch) {
+#pragma omp for schedule(static)
+			for (int64_t img = 0; img < s->n; img++)
+				input_grad_image(s, 0, s->cin, dx + img * in_image, dout + img * out_image, w, scratch);
+		} else if (dx) {
+			for (int64_t img = 0; img < s->n; img++)
+				input_grad_image(s, i0, i1, dx + img * in_image, dout + img * out_image, w, scratch);
+		}
 	}
 }
