@@ -214,6 +214,7 @@ static void test_elementwise(void **state)
 		{"add both stretch", build_add, &op_add, 2, {GC_IN(2, 1, 5), GC_IN(3, 1)}, .naive = naive_binary},
 		{"sub scalar-like", build_sub, &op_sub, 2, {GC_IN(1), GC_IN(4, 3)}, .naive = naive_binary},
 		{"sub same", build_sub, &op_sub, 2, {GC_IN(6), GC_IN(6)}, .naive = naive_binary},
+		{"mul bias-like", build_mul, &op_mul, 2, {GC_IN(4, 3, 7), GC_IN(3, 7)}, .naive = naive_binary},
 		{"mul same", build_mul, &op_mul, 2, {GC_IN(2, 3, 4), GC_IN(2, 3, 4)}, .naive = naive_binary},
 		{"mul per-sample", build_mul, &op_mul, 2, {GC_IN(3, 5, 6), GC_IN(3, 1, 6)}, .naive = naive_binary},
 		{"mul 5d mixed", build_mul, &op_mul, 2, {GC_IN(2, 1, 3, 1, 2), GC_IN(4, 1, 5, 2)}, .naive = naive_binary},
@@ -734,11 +735,24 @@ static void test_harness_can_fail(void **state)
 	assert_int_not_equal(gc_check(ctx, &c, 9), 0);
 }
 
-static int setup(void **state)
+/* Every test runs on one thread and on three (uneven splits, and more
+ * threads than tasks in the small cases). */
+static int setup_threads(int threads)
+{
+	df_error err;
+	return df_ctx_create(&ctx, "cpu", threads, &err);
+}
+
+static int setup_one(void **state)
 {
 	(void)state;
-	df_error err;
-	return df_ctx_create(&ctx, "cpu", 0, &err);
+	return setup_threads(1);
+}
+
+static int setup_three(void **state)
+{
+	(void)state;
+	return setup_threads(3);
 }
 
 static int teardown(void **state)
@@ -761,5 +775,7 @@ int main(void)
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_harness_can_fail),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	int failed = cmocka_run_group_tests_name("one thread", tests, setup_one, teardown);
+	failed += cmocka_run_group_tests_name("three threads", tests, setup_three, teardown);
+	return failed;
 }
