@@ -192,8 +192,10 @@ static void col2im_rows_add(float *dxn, float *col, const struct df_conv2d_shape
  * gets an image and the split is even or the batch large; otherwise they
  * split each image by channels: output channels for the output and the
  * weight gradient (each thread making its own columns), input channels for
- * the input gradient. Either way every float is computed the same way, so
- * the result does not depend on the thread count. */
+ * the input gradient. No two threads add to one float, and each sum runs
+ * in a fixed order, so a run repeats bit for bit at a given thread count;
+ * another thread count hands OpenBLAS other row blocks, which can change
+ * the last bits of the weight gradient. */
 static int split_batch(const df_backend *be, const struct df_conv2d_shape *s)
 {
 	const int64_t t = be->threads;
