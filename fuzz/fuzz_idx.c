@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int side = rows > cols ? rows : cols;
 	int pad = mode >> 1 & 3;
 	resample_plan plan;
-	if (resample_init(&plan, rows, cols, pad ? side + pad : 0, mode >> 3 & 15,
+	if (resample_init(&plan, rows, cols, pad ? side + pad : 0, mode >> 3 & 15, mode >> 3 & 15,
 	                  mode & 0x80 ? RESAMPLE_NEAREST : RESAMPLE_BILINEAR, &err) != DF_OK)
 		return 0;
 	size_t out = (size_t)plan.out_height * plan.out_width;

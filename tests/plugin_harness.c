@@ -93,7 +93,7 @@ static void fill_one(const df_setting *s, char *field, const char *text)
 	}
 }
 
-void *harness_settings(const df_component *c, ...)
+void *harness_settings_v(const df_component *c, va_list ap)
 {
 	char *settings = calloc(1, c->settings_size ? c->settings_size : 1);
 	assert_non_null(settings);
@@ -103,8 +103,6 @@ void *harness_settings(const df_component *c, ...)
 		assert_true(s->offset < c->settings_size);
 		fill_one(s, settings + s->offset, s->default_value);
 	}
-	va_list ap;
-	va_start(ap, c);
 	for (const char *key; (key = va_arg(ap, const char *));) {
 		const char *value = va_arg(ap, const char *);
 		const df_setting *s = c->settings;
@@ -114,10 +112,18 @@ void *harness_settings(const df_component *c, ...)
 			fail_msg("%s has no setting %s", c->name, key);
 		fill_one(s, settings + s->offset, value);
 	}
-	va_end(ap);
 	for (const df_setting *s = c->settings; s && s->name; s++)
 		if (!s->default_value && s->type == DF_SETTING_STRING && !*(char **)(settings + s->offset))
 			fail_msg("%s: the required setting %s was not given", c->name, s->name);
+	return settings;
+}
+
+void *harness_settings(const df_component *c, ...)
+{
+	va_list ap;
+	va_start(ap, c);
+	void *settings = harness_settings_v(c, ap);
+	va_end(ap);
 	return settings;
 }
 
@@ -129,6 +135,29 @@ void harness_settings_free(const df_component *c, void *settings)
 		if (s->type == DF_SETTING_STRING)
 			free(*(char **)((char *)settings + s->offset));
 	free(settings);
+}
+
+const df_dataset_vtable *harness_dataset(const char *name)
+{
+	const df_dataset_vtable *vt = harness_component(DF_KIND_DATASET, name)->vtable;
+	assert_true(vt->struct_size >= sizeof(df_dataset_vtable));
+	return vt;
+}
+
+int harness_dataset_open(const char *name, void **ds, df_error *err, ...)
+{
+	const df_component *c = harness_component(DF_KIND_DATASET, name);
+	va_list ap;
+	va_start(ap, err);
+	void *settings = harness_settings_v(c, ap);
+	va_end(ap);
+	memset(err->msg, 0, sizeof err->msg);
+	*ds = (void *)1; /* must be cleared on failure */
+	int status = harness_dataset(name)->open(settings, ds, err);
+	harness_settings_free(c, settings);
+	if (status != DF_OK)
+		assert_null(*ds);
+	return status;
 }
 
 char *harness_tmpdir(void)

@@ -5,6 +5,7 @@
 #ifndef DF_TEST_PLUGIN_HARNESS_H
 #define DF_TEST_PLUGIN_HARNESS_H
 
+#include <stdarg.h>
 #include "diffuse/plugin.h"
 
 /* Defined by the plugin linked into the test (DF_PLUGIN_DEFINE). */
@@ -18,7 +19,14 @@ const df_component *harness_component(df_kind kind, const char *name);
  * default and value is checked against the declared type, range and
  * choices; an unknown key fails the test. */
 void *harness_settings(const df_component *c, ...);
+void *harness_settings_v(const df_component *c, va_list pairs);
 void harness_settings_free(const df_component *c, void *settings);
+
+/* The vtable of the dataset component `name`. */
+const df_dataset_vtable *harness_dataset(const char *name);
+/* Opens it with settings pairs as above (NULL-terminated); returns the
+ * status, and on failure checks that *ds is NULL. */
+int harness_dataset_open(const char *name, void **ds, df_error *err, ...);
 
 /* A fresh directory under $TMPDIR (or /tmp) and its removal with its files. */
 char *harness_tmpdir(void);

@@ -16,8 +16,8 @@ int resample_filter_parse(const char *name, resample_filter *filter, df_error *e
 	return df_error_set(err, DF_EINVAL, "filter \"%s\" is neither bilinear nor nearest", name ? name : "");
 }
 
-int resample_init(resample_plan *r, int in_height, int in_width, int64_t pad_to, int64_t resize,
-                  resample_filter filter, df_error *err)
+int resample_init(resample_plan *r, int in_height, int in_width, int64_t pad_to, int64_t out_height,
+                  int64_t out_width, resample_filter filter, df_error *err)
 {
 	if (in_height < 1 || in_width < 1)
 		return df_error_set(err, DF_EINVAL, "an image of %dx%d pixels is empty", in_height, in_width);
@@ -26,14 +26,15 @@ int resample_init(resample_plan *r, int in_height, int in_width, int64_t pad_to,
 	if (pad_to > 0 && (pad_to < in_height || pad_to < in_width))
 		return df_error_set(err, DF_EINVAL, "pad_to %lld is smaller than the %dx%d images", (long long)pad_to,
 		                    in_height, in_width);
-	if (resize < 0 || resize > INT32_MAX)
-		return df_error_set(err, DF_EINVAL, "resize %lld is out of range", (long long)resize);
+	if (out_height < 0 || out_height > INT32_MAX || out_width < 0 || out_width > INT32_MAX)
+		return df_error_set(err, DF_EINVAL, "an output size of %lldx%lld is out of range", (long long)out_height,
+		                    (long long)out_width);
 	r->in_height = in_height;
 	r->in_width = in_width;
 	r->pad_height = pad_to ? (int)pad_to : in_height;
 	r->pad_width = pad_to ? (int)pad_to : in_width;
-	r->out_height = resize ? (int)resize : r->pad_height;
-	r->out_width = resize ? (int)resize : r->pad_width;
+	r->out_height = out_height ? (int)out_height : r->pad_height;
+	r->out_width = out_width ? (int)out_width : r->pad_width;
 	r->filter = filter;
 	return DF_OK;
 }

@@ -24,10 +24,10 @@ typedef struct resample_plan {
 	resample_filter filter;
 } resample_plan;
 
-/* pad_to: 0 or a square side >= the image; resize: 0 or the output's
- * square side. Padding comes first. */
-int resample_init(resample_plan *r, int in_height, int in_width, int64_t pad_to, int64_t resize,
-                  resample_filter filter, df_error *err);
+/* pad_to: 0 or a square side >= the image; out_height, out_width: the
+ * output's size, 0 to keep the padded size. Padding comes first. */
+int resample_init(resample_plan *r, int in_height, int in_width, int64_t pad_to, int64_t out_height,
+                  int64_t out_width, resample_filter filter, df_error *err);
 
 /* src: 8-bit pixel (y, x) at src[(y * in_width + x) * stride], so one
  * channel of an interleaved image is src + c with stride channels;
