@@ -151,7 +151,7 @@ static const df_setting fmnist_settings_decl[] = {
 	DF_SETTING_INT(fmnist_settings, pad_to, "0", 0, 4096,
 	               "pad the 28x28 images, centred, with the background -1 to this square size (0: no padding)"),
 	DF_SETTING_INT(fmnist_settings, resize, "0", 0, 4096,
-	               "then resize to this square size with `filter` (0: keep the size)"),
+	               "resize, after any padding, to this square size with `filter` (0: keep the size)"),
 	DF_SETTING_CHOICE(fmnist_settings, filter, "bilinear", resample_filters,
 	                  "resize filter: bilinear (half-pixel centres, as PyTorch's align_corners=False) or nearest"),
 	DF_SETTING_INT(fmnist_settings, limit, "0", 0, 1e12, "use only the first N items (0: all)"),
