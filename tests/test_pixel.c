@@ -159,6 +159,8 @@ static void test_bad_input(void **state)
 	assert_int_equal(create_with(f, grey4, &enc, &err, "scale", "0"), DF_EINVAL);
 	assert_string_equal(err.msg, "scale 0 cannot be inverted");
 	assert_null(enc);
+	assert_int_equal(create_with(f, grey4, &enc, &err, "scale", "1e40"), DF_EINVAL);
+	assert_string_equal(err.msg, "scale 1e+40 cannot be inverted");
 	df_shape3 empty = {0, 2, 2};
 	assert_int_equal(create_with(f, empty, &enc, &err, NULL), DF_EINVAL);
 	assert_string_equal(err.msg, "an image shape of (0, 2, 2) is empty");

@@ -29,7 +29,7 @@ static int pixel_create(const void *settings, df_ctx *ctx, df_shape3 image, void
 {
 	const pixel_settings *s = settings;
 	*self = NULL;
-	if (!(isfinite(s->scale) && s->scale != 0 && isfinite(1 / (float)s->scale)))
+	if (!(isfinite((float)s->scale) && s->scale != 0 && isfinite(1 / (float)s->scale)))
 		return df_error_set(err, DF_EINVAL, "scale %g cannot be inverted", s->scale);
 	if (!isfinite(s->shift))
 		return df_error_set(err, DF_EINVAL, "shift %g is not a finite number", s->shift);
