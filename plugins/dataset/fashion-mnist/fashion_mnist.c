@@ -102,7 +102,7 @@ static int fmnist_open(const void *settings, void **self, df_error *err)
 		                      ds->labels.dims[0], ds->images.dims[0], image_path);
 	if (status == DF_OK)
 		status = resample_init(&ds->resample, (int)ds->images.dims[1], (int)ds->images.dims[2], s->pad_to,
-		                          s->resize, s->resize, filter, err);
+		                       s->resize, s->resize, filter, err);
 	if (status != DF_OK) {
 		fmnist_close(ds);
 		return status;
