@@ -6,6 +6,9 @@
 #include "diffuse/settings.h"
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
+#include "diffuse/io.h"
+#include "diffuse/optim.h"
+#include "diffuse/rng.h"
 
 #ifdef __cplusplus
 extern "C" {
