@@ -33,6 +33,18 @@ const char *df_setting_type_name(df_setting_type type)
 	}
 }
 
+const char *dfr_type_with_article(df_setting_type type)
+{
+	switch (type) {
+	case DF_SETTING_INT: return "an int";
+	case DF_SETTING_FLOAT: return "a float";
+	case DF_SETTING_BOOL: return "a bool";
+	case DF_SETTING_STRING: return "a string";
+	case DF_SETTING_LIST: return "a list";
+	default: return "a value";
+	}
+}
+
 const df_setting *df_settings_find(const df_setting *decl, const char *name)
 {
 	for (const df_setting *s = decl; s && s->name; s++)
@@ -281,7 +293,7 @@ int dfr_value_store(const df_setting *s, void *values, const dfr_value *v, df_er
 		if (v->type != DF_SETTING_INT) {
 			if (v->type == DF_SETTING_FLOAT)
 				return df_error_set(err, DF_EINVAL, "expected an int, got the float %g", v->f);
-			return df_error_set(err, DF_EINVAL, "expected an int, got a %s", df_setting_type_name(v->type));
+			return df_error_set(err, DF_EINVAL, "expected an int, got %s", dfr_type_with_article(v->type));
 		}
 		int status = check_range(s, (double)v->i, "", err);
 		if (status)
@@ -296,7 +308,7 @@ int dfr_value_store(const df_setting *s, void *values, const dfr_value *v, df_er
 		else if (v->type == DF_SETTING_INT)
 			x = (double)v->i;
 		else
-			return df_error_set(err, DF_EINVAL, "expected a float, got a %s", df_setting_type_name(v->type));
+			return df_error_set(err, DF_EINVAL, "expected a float, got %s", dfr_type_with_article(v->type));
 		int status = check_range(s, x, "", err);
 		if (status)
 			return status;
@@ -305,15 +317,15 @@ int dfr_value_store(const df_setting *s, void *values, const dfr_value *v, df_er
 	}
 	case DF_SETTING_BOOL: {
 		if (v->type != DF_SETTING_BOOL)
-			return df_error_set(err, DF_EINVAL, "expected a bool (true or false), got a %s",
-			                    df_setting_type_name(v->type));
+			return df_error_set(err, DF_EINVAL, "expected a bool (true or false), got %s",
+			                    dfr_type_with_article(v->type));
 		int b = v->b ? 1 : 0;
 		memcpy(field, &b, sizeof b);
 		return DF_OK;
 	}
 	case DF_SETTING_STRING: {
 		if (v->type != DF_SETTING_STRING)
-			return df_error_set(err, DF_EINVAL, "expected a string, got a %s", df_setting_type_name(v->type));
+			return df_error_set(err, DF_EINVAL, "expected a string, got %s", dfr_type_with_article(v->type));
 		if (s->choices && df_choice_index(s->choices, v->s) < 0) {
 			char list[400];
 			describe_choices(s->choices, list, sizeof list);
@@ -334,8 +346,8 @@ int dfr_value_store(const df_setting *s, void *values, const dfr_value *v, df_er
 	}
 	case DF_SETTING_LIST: {
 		if (v->type != DF_SETTING_LIST)
-			return df_error_set(err, DF_EINVAL, "expected a list of numbers such as [1, 2], got a %s",
-			                    df_setting_type_name(v->type));
+			return df_error_set(err, DF_EINVAL, "expected a list of numbers such as [1, 2], got %s",
+			                    dfr_type_with_article(v->type));
 		if (v->list_bad_item)
 			return df_error_set(err, DF_EINVAL, "list item %d is not a number", v->list_bad_item);
 		if (v->list_length > DF_LIST_MAX)

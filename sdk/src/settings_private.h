@@ -22,6 +22,8 @@ int dfr_value_parse(const df_setting *s, const char *text, dfr_value *v, df_erro
 /* Checks v against s (type, range, choices) and stores it in values
  * (strings are copied). err says why not, without the setting's name. */
 int dfr_value_store(const df_setting *s, void *values, const dfr_value *v, df_error *err);
+/* "an int", "a float", ... for messages. */
+const char *dfr_type_with_article(df_setting_type type);
 /* Every declared setting's name, NULL-terminated, plus `extra` (may be
  * NULL) first; free() the array, not the names. */
 const char **dfr_setting_names(const df_setting *decl, const char *extra);

@@ -31,6 +31,8 @@ struct df_pipeline {
 	df_pipeline_settings top;
 	df_pipeline_section sections[sizeof section_order / sizeof section_order[0]];
 	size_t n_sections;
+	char **names; /* file names the sources point to */
+	size_t n_names, cap_names;
 };
 
 typedef struct loader {
@@ -41,10 +43,24 @@ typedef struct loader {
 	df_error *err;
 	int errors;
 	df_pipeline *p;
+	const char *base_dir;         /* the include directory: the file's folder */
+	char include_path[PATH_MAX];  /* scratch for source_path */
 } loader;
 
 /* ------------------------------------------------------------------ */
 /* Reporting. */
+
+/* libconfig names an @included file as written, relative to the include
+ * directory; say it relative to where the user is, like the main file. */
+static const char *source_path(loader *ld, const char *file)
+{
+	if (!file)
+		return ld->path;
+	if (file[0] == '/' || strcmp(file, ld->path) == 0 || strcmp(ld->base_dir, ".") == 0)
+		return file;
+	snprintf(ld->include_path, sizeof ld->include_path, "%s/%s", ld->base_dir, file);
+	return ld->include_path;
+}
 
 static void report(loader *ld, const config_setting_t *where, const char *fmt, ...) DF_PRINTF(3, 4);
 
@@ -54,8 +70,7 @@ static void report(loader *ld, const config_setting_t *where, const char *fmt, .
 	if (where && config_setting_get_hook(where))
 		snprintf(location, sizeof location, "%s", COMMAND_LINE);
 	else if (where && config_setting_source_line(where) > 0)
-		snprintf(location, sizeof location, "%s:%u",
-		         config_setting_source_file(where) ? config_setting_source_file(where) : ld->path,
+		snprintf(location, sizeof location, "%s:%u", source_path(ld, config_setting_source_file(where)),
 		         config_setting_source_line(where));
 	else
 		snprintf(location, sizeof location, "%s", ld->path);
@@ -137,13 +152,13 @@ static const char *section_label(const df_pipeline_section *sec, char *buf, size
 static const char *config_type_name(int type)
 {
 	switch (type) {
-	case CONFIG_TYPE_GROUP: return "group";
-	case CONFIG_TYPE_INT: case CONFIG_TYPE_INT64: return "int";
-	case CONFIG_TYPE_FLOAT: return "float";
-	case CONFIG_TYPE_STRING: return "string";
-	case CONFIG_TYPE_BOOL: return "bool";
-	case CONFIG_TYPE_ARRAY: case CONFIG_TYPE_LIST: return "list";
-	default: return "value";
+	case CONFIG_TYPE_GROUP: return "a group";
+	case CONFIG_TYPE_INT: case CONFIG_TYPE_INT64: return "an int";
+	case CONFIG_TYPE_FLOAT: return "a float";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL: return "a bool";
+	case CONFIG_TYPE_ARRAY: case CONFIG_TYPE_LIST: return "a list";
+	default: return "a value";
 	}
 }
 
@@ -203,7 +218,7 @@ static void store_setting(loader *ld, const char *section, const df_setting *s, 
 	df_error why;
 	const char *dot = *section ? "." : "";
 	if (read_value(cs, &v) != 0) {
-		report(ld, cs, "%s%s%s: expected a %s, got a %s", section, dot, s->name, df_setting_type_name(s->type),
+		report(ld, cs, "%s%s%s: expected %s, got %s", section, dot, s->name, dfr_type_with_article(s->type),
 		       config_type_name(config_setting_type(cs)));
 		return;
 	}
@@ -483,13 +498,28 @@ static df_pipeline_section *add_section(df_pipeline *p, const char *name)
 	return sec;
 }
 
-static void read_source(const config_setting_t *cs, df_source *src)
+/* A copy of a file name owned by the pipeline (libconfig's die with it). */
+static const char *intern(df_pipeline *p, const char *name)
+{
+	for (size_t i = 0; i < p->n_names; i++)
+		if (strcmp(p->names[i], name) == 0)
+			return p->names[i];
+	char *copy = strdup(name);
+	if (!copy || dfr_grow((void **)&p->names, &p->cap_names, p->n_names + 1, sizeof *p->names)) {
+		free(copy);
+		return NULL;
+	}
+	p->names[p->n_names++] = copy;
+	return copy;
+}
+
+static void read_source(loader *ld, df_pipeline *p, const config_setting_t *cs, df_source *src)
 {
 	if (config_setting_get_hook(cs)) {
 		src->file = COMMAND_LINE;
 		src->line = 0;
 	} else {
-		src->file = config_setting_source_file(cs);
+		src->file = intern(p, source_path(ld, config_setting_source_file(cs)));
 		src->line = (int)config_setting_source_line(cs);
 	}
 }
@@ -511,7 +541,7 @@ static void resolve_sections(loader *ld)
 		if (!kind) {
 			df_pipeline_section *sec = add_section(ld->p, name);
 			sec->settings = df_runtime_section(name, &sec->settings_size);
-			read_source(group, &sec->source);
+			read_source(ld, ld->p, group, &sec->source);
 			continue;
 		}
 		const config_setting_t *plugin = config_setting_get_member(group, "plugin");
@@ -520,7 +550,7 @@ static void resolve_sections(loader *ld)
 			continue;
 		}
 		if (config_setting_type(plugin) != CONFIG_TYPE_STRING) {
-			report(ld, plugin, "%s.plugin: expected a string, got a %s", name,
+			report(ld, plugin, "%s.plugin: expected a string, got %s", name,
 			       config_type_name(config_setting_type(plugin)));
 			continue;
 		}
@@ -535,7 +565,7 @@ static void resolve_sections(loader *ld)
 		sec->component = info;
 		sec->settings = info->component->settings;
 		sec->settings_size = info->component->settings_size;
-		read_source(group, &sec->source);
+		read_source(ld, ld->p, group, &sec->source);
 	}
 }
 
@@ -646,6 +676,9 @@ void df_pipeline_destroy(df_pipeline *p)
 	if (!p)
 		return;
 	free_sections(p);
+	for (size_t i = 0; i < p->n_names; i++)
+		free(p->names[i]);
+	free(p->names);
 	df_settings_release(df_runtime_section("", NULL), &p->top);
 	free(p->file);
 	free(p);
@@ -668,6 +701,7 @@ int df_pipeline_load(df_registry *reg, const char *path, const df_pipeline_optio
 		df_pipeline_destroy(ld.p);
 		return df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
 	}
+	ld.base_dir = base_dir;
 	config_init(&ld.cfg);
 	config_set_options(&ld.cfg, CONFIG_OPTION_AUTOCONVERT);
 	config_set_include_dir(&ld.cfg, base_dir);
