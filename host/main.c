@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/diffuse.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+#include "host.h"
 
 typedef struct command {
 	const char *name;
@@ -99,14 +98,7 @@ static df_registry *open_registry(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* Arguments shared by check and run. */
-
-typedef struct pipeline_args {
-	const char *file;
-	const char **overrides;
-	size_t n_overrides;
-	const char *runs_dir;
-} pipeline_args;
+/* Arguments shared by check and run (pipeline_args: host.h). */
 
 static int wants_help(int argc, char **argv)
 {
@@ -173,7 +165,7 @@ static int parse_pipeline_args(int argc, char **argv, int with_runs_dir, pipelin
 }
 
 /* Loads plugins and the pipeline; prints refusals then errors. */
-static int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline **p)
+int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline **p)
 {
 	*p = NULL;
 	*reg = open_registry();
@@ -465,6 +457,11 @@ static const command commands[] = {
 	 "well typed and in range. Errors read file:line: message.",
 	 cmd_check},
 	{"plugins", "", "Lists every loaded component: kind, name, version, file, summary.", cmd_plugins},
+	{"forward", FORWARD_USAGE,
+	 "Runs the pipeline's backbone once in eval mode on x, t and y of IN and writes out;\n"
+	 "with --grad-weights, also grad.<name> of sum(out * w) for every trained parameter\n"
+	 "(w from G). For parity checks against another implementation.",
+	 cmd_forward},
 	{"help", "[NAME | COMMAND]",
 	 "Prints the settings of a component (type, default, range, help), of a pipeline\n"
 	 "section (train, sample, pipeline), or the usage of a command.",
