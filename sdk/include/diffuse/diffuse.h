@@ -6,6 +6,7 @@
 #include "diffuse/settings.h"
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
+#include "diffuse/process.h"
 
 #ifdef __cplusplus
 extern "C" {
