@@ -188,6 +188,7 @@ df_process_kind df_process_get_kind(const df_process *p) { return p->kind; }
 const char *df_process_name(const df_process *p) { return p->name; }
 df_prediction df_process_prediction(const df_process *p) { return p->pred; }
 int df_process_learned_variance(const df_process *p) { return p->learned_variance; }
+df_path df_process_path(const df_process *p) { return p->kind == DF_PROCESS_CONTINUOUS ? p->path : 0; }
 int df_process_T(const df_process *p) { return p->kind == DF_PROCESS_DISCRETE ? p->T : 0; }
 double df_process_train_eps(const df_process *p) { return p->train_eps; }
 double df_process_sample_eps(const df_process *p) { return p->sample_eps; }

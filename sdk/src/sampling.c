@@ -98,6 +98,23 @@ void df_sampling_free(df_sampling *s)
 	s->graph_ = NULL;
 }
 
+int df_sampling_run_job(df_ctx *ctx, const df_process *p, const df_denoiser *denoiser, df_sample_job *job,
+                        df_sampling_run_fn run, const void *settings, df_error *err)
+{
+	df_sampling s;
+	float *x = NULL;
+	int rc = df_sampling_begin(&s, ctx, p, denoiser, job, &x, err);
+	if (rc)
+		return rc;
+	rc = run(settings, &s, x, err);
+	job->nfe = s.nfe;
+	if (!rc)
+		rc = df_sampling_end(&s, job, x, err);
+	df_sampling_free(&s);
+	free(x);
+	return rc;
+}
+
 int df_sampling_eval(df_sampling *s, const float *x, double t, df_error *err)
 {
 	s->nfe++;

@@ -7,6 +7,7 @@
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
 #include "diffuse/process.h"
+#include "diffuse/sampling.h"
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"

@@ -95,6 +95,8 @@ df_process_kind df_process_get_kind(const df_process *p);
 /* e.g. "ddpm-linear", "linear", "gvp", "vp". */
 const char *df_process_name(const df_process *p);
 df_prediction df_process_prediction(const df_process *p);
+/* The SiT path, or 0 for a discrete process. */
+df_path df_process_path(const df_process *p);
 /* 1 when the model output carries DiT's learned-range variance channels. */
 int df_process_learned_variance(const df_process *p);
 /* Model output channels for data of `channels`: 2C with learned variance. */

@@ -53,6 +53,13 @@ int df_sampling_begin(df_sampling *s, df_ctx *ctx, const df_process *p, const df
 int df_sampling_end(df_sampling *s, df_sample_job *job, const float *x, df_error *err);
 void df_sampling_free(df_sampling *s);
 
+/* A sampler's algorithm on host arrays: x holds the initial noise and
+ * receives the sample. */
+typedef int (*df_sampling_run_fn)(const void *settings, df_sampling *s, float *x, df_error *err);
+/* The whole df_sampler_vtable.sample: begin, run, end, free. */
+int df_sampling_run_job(df_ctx *ctx, const df_process *p, const df_denoiser *denoiser, df_sample_job *job,
+                        df_sampling_run_fn run, const void *settings, df_error *err);
+
 /* One model evaluation at (x, t) into s->raw; counts it. */
 int df_sampling_eval(df_sampling *s, const float *x, double t, df_error *err);
 /* Converts the prediction channels of s->raw (evaluated at x, t) to `want`. */
