@@ -11,6 +11,7 @@
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
+#include "diffuse/runtime.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -222,7 +222,7 @@ typedef struct df_metric_vtable {
 typedef struct df_component {
 	size_t struct_size;
 	df_kind kind;
-	const char *name;            /* unique across all loaded plugins */
+	const char *name;            /* unique per kind across all loaded plugins */
 	const char *summary;         /* one line */
 	const df_setting *settings;  /* terminated by DF_SETTINGS_END; may be NULL */
 	size_t settings_size;        /* sizeof the struct the settings fill */
@@ -240,6 +240,20 @@ typedef struct df_plugin {
 
 typedef const df_plugin *(*df_plugin_entry_fn)(void);
 
+/* The ABI version DF_PLUGIN_DEFINE stamps. Tests of the host's refusals
+ * build a plugin with -DDF_PLUGIN_TEST_ABI_MAJOR=N (or _MINOR) to claim
+ * another version; nothing else should set these. */
+#ifdef DF_PLUGIN_TEST_ABI_MAJOR
+#define DF_PLUGIN_ABI_MAJOR_ DF_PLUGIN_TEST_ABI_MAJOR
+#else
+#define DF_PLUGIN_ABI_MAJOR_ DF_ABI_MAJOR
+#endif
+#ifdef DF_PLUGIN_TEST_ABI_MINOR
+#define DF_PLUGIN_ABI_MINOR_ DF_PLUGIN_TEST_ABI_MINOR
+#else
+#define DF_PLUGIN_ABI_MINOR_ DF_ABI_MINOR
+#endif
+
 #if defined(__GNUC__)
 #define DF_EXPORT __attribute__((visibility("default")))
 #else
@@ -253,7 +267,8 @@ typedef const df_plugin *(*df_plugin_entry_fn)(void);
 	static const df_component *const df_plugin_components_[] = {         \
 		__VA_ARGS__, NULL};                                           \
 	static const df_plugin df_plugin_descriptor_ = {                     \
-		sizeof(df_plugin), DF_ABI_MAJOR, DF_ABI_MINOR, NAME, VERSION, \
+		sizeof(df_plugin), DF_PLUGIN_ABI_MAJOR_,                      \
+		DF_PLUGIN_ABI_MINOR_, NAME, VERSION,                          \
 		LICENSE, df_plugin_components_};                              \
 	DF_EXPORT const df_plugin *df_plugin_entry(void);                    \
 	DF_EXPORT const df_plugin *df_plugin_entry(void)                     \

@@ -1,0 +1,214 @@
+/* The runtime: what the `diffuse` program is made of, for any program that
+ * wants to embed pipelines (the CLI in host/ is a thin layer over this).
+ *
+ * - A registry loads plugin files and keeps their components. Files it
+ *   refuses (no entry symbol, another ABI, a duplicate component, a
+ *   world-writable location, a malformed descriptor) are kept as one line
+ *   each, "file: reason", and loading goes on.
+ * - A pipeline is a libconfig file resolved against a registry: every
+ *   section names its component, every setting is checked against the
+ *   declaration and filled into a typed struct. Errors read
+ *   "file:line: message"; overrides given on the command line read
+ *   "<command line>: message".
+ * - Settings can also be handled without files (df_settings_*), e.g. by a
+ *   program that builds its own configuration.
+ *
+ * libconfig is private to the runtime: nothing here exposes it.
+ */
+#ifndef DIFFUSE_RUNTIME_H
+#define DIFFUSE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "diffuse/error.h"
+#include "diffuse/settings.h"
+#include "diffuse/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Settings without a file. `values` points to a struct of the size the
+ * declaration belongs to; string fields in it are owned by the caller of
+ * df_settings_defaults/df_settings_set and freed by df_settings_release. */
+
+/* "int", "float", "bool", "string", "list"; "?" for an unknown type. */
+const char *df_setting_type_name(df_setting_type type);
+/* The declared setting called name, or NULL. */
+const df_setting *df_settings_find(const df_setting *decl, const char *name);
+/* Checks a declaration: names, types, offsets within settings_size,
+ * defaults that parse and lie in range. The loader refuses a component
+ * whose declaration fails this. */
+int df_settings_check(const df_setting *decl, size_t settings_size, df_error *err);
+/* Zeroes every declared field and fills every default (call it once per
+ * struct, or release first). Required settings (no default)
+ * stay zero/NULL. */
+int df_settings_defaults(const df_setting *decl, void *values, df_error *err);
+/* Parses text as the declared type of `name` (as written after -o
+ * key=value), checks range and choices, and stores it. On error, err
+ * reads "name: why" and values is unchanged. */
+int df_settings_set(const df_setting *decl, void *values, const char *name,
+                    const char *text, df_error *err);
+/* Writes the value of s in values as pipeline text ("0.001", "true",
+ * "\"linear\"", "[1.0, 2.0]"); returns the length as snprintf does. */
+int df_settings_format(const df_setting *s, const void *values, char *buf, size_t size);
+/* Frees the strings df_settings_defaults/df_settings_set stored. */
+void df_settings_release(const df_setting *decl, void *values);
+/* The candidate closest to name by edit distance, when close enough to be
+ * a likely misspelling; NULL otherwise. candidates is NULL-terminated. */
+const char *df_suggest(const char *name, const char *const *candidates);
+
+/* ------------------------------------------------------------------ */
+/* Registry of loaded components. */
+
+typedef struct df_registry df_registry;
+
+/* A loaded component. `component` and its vtable are host-sized copies
+ * (slots the plugin did not know read NULL); they live as long as the
+ * registry. */
+typedef struct df_component_info {
+	const df_component *component;
+	const char *plugin;   /* plugin name */
+	const char *version;  /* plugin version */
+	const char *license;
+	const char *file;     /* the shared object it came from */
+} df_component_info;
+
+int df_registry_create(df_registry **reg, df_error *err);
+/* Unloads every plugin; components obtained from reg become invalid. */
+void df_registry_destroy(df_registry *reg);
+
+/* The directory the install keeps its plugins in. */
+const char *df_registry_system_dir(void);
+/* Loads the standard search path: the install's plugin directory (or, when
+ * the environment sets DIFFUSE_PLUGIN_SYSTEM_PATH, that list instead; empty
+ * = none), then every entry of DIFFUSE_PLUGIN_PATH. Missing directories are
+ * skipped. Refusals are recorded, not returned: only an allocation failure
+ * fails. */
+int df_registry_load_default(df_registry *reg, df_error *err);
+/* Loads a colon-separated list of directories and plugin files. Relative
+ * entries are taken from base_dir when it is not NULL. */
+int df_registry_load_path(df_registry *reg, const char *path, const char *base_dir, df_error *err);
+/* Loads every *.so of a directory, in name order. A directory that does
+ * not exist is not an error. */
+int df_registry_load_dir(df_registry *reg, const char *dir, df_error *err);
+/* Loads one plugin file. Returns DF_EINVAL with the reason in err (and
+ * records it) when the file is refused as a whole; a duplicate component
+ * is recorded but does not fail the file. Loading the same file twice is
+ * a no-op. */
+int df_registry_load_file(df_registry *reg, const char *file, df_error *err);
+
+size_t df_registry_count(const df_registry *reg);
+const df_component_info *df_registry_get(const df_registry *reg, size_t index);
+/* The component of that kind and name; kind 0 matches any kind. */
+const df_component_info *df_registry_find(const df_registry *reg, df_kind kind, const char *name);
+
+/* Refusals so far, each "file: reason", in the order they happened. */
+size_t df_registry_refusal_count(const df_registry *reg);
+const char *df_registry_refusal(const df_registry *reg, size_t index);
+
+/* The kind called name ("sampler" -> DF_KIND_SAMPLER), or 0. */
+df_kind df_kind_from_name(const char *name);
+
+/* ------------------------------------------------------------------ */
+/* The pipeline's own sections (train, sample, and the top level), declared
+ * with the same mechanism as a component's settings. */
+
+typedef struct df_pipeline_settings {
+	const char *name;        /* the run's folder under the runs directory */
+	int64_t seed;
+	const char *plugin_path; /* extra plugin directories, relative to the file */
+	const char *device;      /* "cpu" or "cuda" */
+	int64_t threads;         /* 0: physical cores */
+} df_pipeline_settings;
+
+typedef struct df_train_settings {
+	int64_t batch;
+	double lr;
+	int64_t steps;
+	double ema;              /* EMA decay; 0 disables the EMA set */
+	double weight_decay;
+	double grad_clip;        /* global norm; 0 disables clipping */
+	int64_t warmup;          /* linear warm-up steps of the learning rate */
+	double class_dropout;    /* label dropout for classifier-free guidance */
+	int64_t log_every;
+	int64_t checkpoint_every;
+} df_train_settings;
+
+typedef struct df_sample_settings {
+	int64_t count;
+	const char *grid;        /* PNG grid written into the run folder */
+	int64_t batch;
+	const char *weights;     /* "ema" or "raw" */
+	int64_t class_label;     /* -1: cycle through the classes */
+} df_sample_settings;
+
+/* The declared settings of a runtime section ("" for the top level,
+ * "train", "sample"), and the size of its struct; NULL if none. */
+const df_setting *df_runtime_section(const char *section, size_t *settings_size);
+/* NULL-terminated names of the runtime sections, top level ("") excluded. */
+const char *const *df_runtime_section_names(void);
+
+/* ------------------------------------------------------------------ */
+/* Pipelines. */
+
+typedef struct df_pipeline df_pipeline;
+
+/* Where a value came from. */
+typedef struct df_source {
+	const char *file;  /* "<command line>" for an override; NULL for a default */
+	int line;          /* 0 when unknown */
+} df_source;
+
+typedef struct df_pipeline_section {
+	const char *name;                    /* "dataset", "train", ... */
+	df_kind kind;                        /* 0 for a runtime section */
+	const df_component_info *component;  /* NULL for a runtime section */
+	const df_setting *settings;          /* the declaration */
+	size_t settings_size;
+	void *values;                        /* filled struct, owned by the pipeline */
+	df_source source;                    /* where the section was written */
+} df_pipeline_section;
+
+typedef struct df_pipeline_options {
+	size_t struct_size;                 /* sizeof(df_pipeline_options) */
+	const char *const *overrides;       /* "section.key=value" or "key=value" */
+	size_t n_overrides;
+	/* Called once per error, with one line "file:line: message"; may be NULL. */
+	void (*report)(void *ctx, const char *line);
+	void *report_ctx;
+} df_pipeline_options;
+
+/* Reads path, applies overrides, loads plugin_path into reg, resolves every
+ * section against reg and validates every setting. All errors are reported
+ * through options->report; err holds the first. Returns DF_EINVAL for a
+ * bad pipeline, DF_EIO when the file cannot be read. */
+int df_pipeline_load(df_registry *reg, const char *path, const df_pipeline_options *options,
+                     df_pipeline **pipeline, df_error *err);
+void df_pipeline_destroy(df_pipeline *p);
+
+const char *df_pipeline_file(const df_pipeline *p);
+/* The top level: name, seed, plugin_path, ... */
+const df_pipeline_settings *df_pipeline_top(const df_pipeline *p);
+size_t df_pipeline_section_count(const df_pipeline *p);
+const df_pipeline_section *df_pipeline_section_at(const df_pipeline *p, size_t index);
+/* The section of that name, or NULL when the pipeline has none. */
+const df_pipeline_section *df_pipeline_get(const df_pipeline *p, const char *name);
+/* Runtime sections (train, sample) the file actually wrote: the stages to run. */
+int df_pipeline_has_stage(const df_pipeline *p, const char *stage);
+
+/* The resolved pipeline as libconfig text, every default filled in. */
+int df_pipeline_write(const df_pipeline *p, FILE *out, df_error *err);
+/* The same into path, atomically (a temporary file renamed over it). */
+int df_pipeline_write_file(const df_pipeline *p, const char *path, df_error *err);
+
+/* Creates runs_dir/<name>/ (and runs_dir) and writes pipeline.cfg in it.
+ * *run_dir receives the folder's path (free() it). */
+int df_run_prepare(const df_pipeline *p, const char *runs_dir, char **run_dir, df_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
