@@ -93,8 +93,9 @@ static int ddpm_out_channels(void *self, int channels)
 	return df_process_out_channels(((ddpm_objective *)self)->process, channels);
 }
 
-/* Host buffers of one loss evaluation. */
+/* Host buffers of one loss evaluation, carved from one block. */
 typedef struct ddpm_buffers {
+	float *block;
 	float *x0, *eps, *xt, *ehat, *mu_true, *mu_model, *lv_true; /* N * D */
 	float *tmodel, *a, *b, *mask0, *mask_kl;                    /* N */
 	int *index;                                                 /* N */
@@ -103,18 +104,7 @@ typedef struct ddpm_buffers {
 
 static void free_buffers(ddpm_buffers *h)
 {
-	free(h->x0);
-	free(h->eps);
-	free(h->xt);
-	free(h->ehat);
-	free(h->mu_true);
-	free(h->mu_model);
-	free(h->lv_true);
-	free(h->tmodel);
-	free(h->a);
-	free(h->b);
-	free(h->mask0);
-	free(h->mask_kl);
+	free(h->block);
 	free(h->index);
 	free(h->u);
 }
@@ -122,23 +112,19 @@ static void free_buffers(ddpm_buffers *h)
 static int alloc_buffers(ddpm_buffers *h, int64_t n, int64_t d)
 {
 	memset(h, 0, sizeof *h);
-	size_t nd = sizeof(float) * n * d, ns = sizeof(float) * n;
-	h->x0 = malloc(nd);
-	h->eps = malloc(nd);
-	h->xt = malloc(nd);
-	h->ehat = malloc(nd);
-	h->mu_true = malloc(nd);
-	h->mu_model = malloc(nd);
-	h->lv_true = malloc(nd);
-	h->tmodel = malloc(ns);
-	h->a = malloc(ns);
-	h->b = malloc(ns);
-	h->mask0 = malloc(ns);
-	h->mask_kl = malloc(ns);
+	h->block = malloc(sizeof(float) * (7 * n * d + 5 * n));
 	h->index = malloc(sizeof(int) * n);
 	h->u = malloc(sizeof(double) * n);
-	return h->x0 && h->eps && h->xt && h->ehat && h->mu_true && h->mu_model && h->lv_true && h->tmodel && h->a &&
-	       h->b && h->mask0 && h->mask_kl && h->index && h->u;
+	if (!h->block || !h->index || !h->u)
+		return 0;
+	float **per_value[] = {&h->x0, &h->eps, &h->xt, &h->ehat, &h->mu_true, &h->mu_model, &h->lv_true};
+	float **per_sample[] = {&h->tmodel, &h->a, &h->b, &h->mask0, &h->mask_kl};
+	float *at = h->block;
+	for (size_t i = 0; i < sizeof per_value / sizeof per_value[0]; i++, at += n * d)
+		*per_value[i] = at;
+	for (size_t i = 0; i < sizeof per_sample / sizeof per_sample[0]; i++, at += n)
+		*per_sample[i] = at;
+	return 1;
 }
 
 /* The variational-bound term per sample (bits), with the model's mean held
