@@ -205,7 +205,7 @@ static int run_sampler(const char *name, const char *settings, const df_process 
 }
 
 enum { P_DDPM, P_DDPM_COSINE, P_DDPM_LEARNED, P_LINEAR_V, P_LINEAR_EPS, P_GVP_SCORE, P_GVP_V, P_VP_NOISE,
-       P_VP_V, P_COUNT };
+       P_VP_V, P_LINEAR_SCORE_NO_EPS, P_COUNT };
 static df_process *procs[P_COUNT];
 
 static int setup(void **state)
@@ -230,7 +230,8 @@ static int setup(void **state)
 	    df_process_create_path(&procs[P_GVP_SCORE], DF_PATH_GVP, DF_PRED_SCORE, -1, -1, &err) ||
 	    df_process_create_path(&procs[P_GVP_V], DF_PATH_GVP, DF_PRED_VELOCITY, -1, -1, &err) ||
 	    df_process_create_path(&procs[P_VP_NOISE], DF_PATH_VP, DF_PRED_EPS, -1, -1, &err) ||
-	    df_process_create_path(&procs[P_VP_V], DF_PATH_VP, DF_PRED_VELOCITY, -1, -1, &err)) {
+	    df_process_create_path(&procs[P_VP_V], DF_PATH_VP, DF_PRED_VELOCITY, -1, -1, &err) ||
+	    df_process_create_path(&procs[P_LINEAR_SCORE_NO_EPS], DF_PATH_LINEAR, DF_PRED_SCORE, 0, 0, &err)) {
 		fprintf(stderr, "setup: %s\n", err.msg);
 		return -1;
 	}
@@ -452,6 +453,10 @@ static void test_refusals(void **state)
 	expect_refusal("euler", "spacing=ddpm", P_VP_NOISE, "DDPM schedule");
 	expect_refusal("ddim", "steps=37;spacing=ddim", P_DDPM, "stride");
 	expect_refusal("euler-maruyama", "diffusion_form=sbdm", P_LINEAR_V, "sample_eps");
+	/* a score model cannot give a velocity where sigma = 0 */
+	expect_refusal("euler", "steps=10", P_LINEAR_SCORE_NO_EPS, "singular");
+	expect_refusal("heun", "steps=10", P_LINEAR_SCORE_NO_EPS, "step 1 of 11");
+	expect_refusal("dopri5", "", P_LINEAR_SCORE_NO_EPS, "singular");
 }
 
 int main(void)

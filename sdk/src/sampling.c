@@ -152,3 +152,14 @@ void df_vec_axpby(int64_t n, double a, float *x, double b, const float *y)
 	for (int64_t i = 0; i < n; i++)
 		x[i] = (float)(a * x[i] + b * y[i]);
 }
+
+int df_sampling_check_times(const df_process *p, const double *t, int n, df_prediction want, df_error *err)
+{
+	for (int k = 0; k < n; k++) {
+		double cx, cm;
+		int rc = df_process_convert_coeffs(p, t[k], df_process_prediction(p), want, &cx, &cm, err);
+		if (rc)
+			return df_error_prefix(err, rc, "step %d of %d", k + 1, n);
+	}
+	return 0;
+}
