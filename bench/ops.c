@@ -210,7 +210,7 @@ static void bench_conv(const df_backend *be, const char *name, int64_t n, int64_
 	c.ws = malloc(be->conv2d_workspace(be, &c.s) + 64);
 	double flops = 3.0 * 2.0 * (double)out_elems * (double)k;
 	double ref, op;
-	best_times(conv_ref, conv_op, &c, 1, &ref, &op);
+	best_times(conv_ref, conv_op, &c, 1, RUNS, &ref, &op);
 	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s; workspace %.1f MiB)\n", name, flops / op * 1e-9,
 	       ref / op, flops / ref * 1e-9, (double)be->conv2d_workspace(be, &c.s) / 1048576.0);
 	free(c.x), free(c.dx), free(c.out), free(c.dout), free(c.w), free(c.dw), free(c.b), free(c.db), free(c.col);
