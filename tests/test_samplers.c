@@ -271,12 +271,12 @@ static const closed_case closed_cases[] = {
 	{"dopri5", "", P_GVP_SCORE, 0, -1},
 	{"dopri5", "", P_VP_NOISE, 0, -1},
 	{"dopri5", "", P_DDPM, 0, -1},
-	{"dpmpp-2m", "steps=20", P_DDPM, 0, 20},
-	{"dpmpp-2m", "steps=50;spacing=ddpm", P_DDPM, 0, 50},
-	{"dpmpp-2m", "steps=20", P_DDPM_COSINE, 0, 20},
-	{"dpmpp-2m", "steps=20", P_LINEAR_V, 0, 20},
-	{"dpmpp-2m", "steps=20", P_VP_NOISE, 0, 20},
-	{"dpmpp-2m", "steps=20", P_GVP_SCORE, 0, 20},
+	{"dpm-solver++", "steps=20", P_DDPM, 0, 20},
+	{"dpm-solver++", "steps=50;spacing=ddpm", P_DDPM, 0, 50},
+	{"dpm-solver++", "steps=20", P_DDPM_COSINE, 0, 20},
+	{"dpm-solver++", "steps=20", P_LINEAR_V, 0, 20},
+	{"dpm-solver++", "steps=20", P_VP_NOISE, 0, 20},
+	{"dpm-solver++", "steps=20", P_GVP_SCORE, 0, 20},
 	{"ddim", "steps=50", P_DDPM, 0, 50},
 	{"ddim", "steps=50", P_LINEAR_V, 0, 50},
 	{"ddim", "steps=50", P_VP_NOISE, 0, 50},
@@ -382,7 +382,7 @@ static double ode_error(const char *sampler, const char *settings, int proc)
 static void test_ode_order(void **state)
 {
 	(void)state;
-	const char *names[] = {"euler", "heun", "dpmpp-2m", "ddim"};
+	const char *names[] = {"euler", "heun", "dpm-solver++", "ddim"};
 	const int order[] = {1, 2, 2, 1};
 	const int ps[] = {P_VP_NOISE, P_GVP_V, P_DDPM};
 	for (int k = 0; k < 4; k++)

@@ -371,7 +371,7 @@ static const df_component heun_component = {
 	"probability-flow ODE, Heun (2nd order) on a fixed grid (2 evaluations per step)",
 	fixed_settings_decl, sizeof(fixed_settings), &heun_vtable};
 static const df_component dpmpp_component = {
-	sizeof(df_component), DF_KIND_SAMPLER, "dpmpp-2m",
+	sizeof(df_component), DF_KIND_SAMPLER, "dpm-solver++",
 	"DPM-Solver++(2M): multistep on data predictions, any process (1 evaluation per step)",
 	dpm_settings_decl, sizeof(fixed_settings), &dpmpp_vtable};
 static const df_component dopri5_component = {

@@ -190,7 +190,7 @@ static int valid_component_name(const char *name)
 	if (!name || !*name || strlen(name) > 64)
 		return 0;
 	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '+'))
 			return 0;
 	return 1;
 }
@@ -208,7 +208,7 @@ static int take_component(const df_component *given, registry_entry *entry, df_e
 	df_component *c = &entry->component;
 	c->struct_size = sizeof *c;
 	if (!valid_component_name(c->name))
-		return df_error_set(err, DF_EINVAL, "component name \"%s\" is not made of a-z, 0-9, '-', '_', '.'",
+		return df_error_set(err, DF_EINVAL, "component name \"%s\" is not made of a-z, 0-9, '-', '_', '.', '+'",
 		                    c->name ? c->name : "(null)");
 	const kind_table *k = kind_lookup(c->kind);
 	if (!k)
