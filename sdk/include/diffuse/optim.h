@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "diffuse/error.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +51,14 @@ int df_adamw_step(float *params, const float *grads, float *m, float *v,
 
 /* ema = decay * ema + (1 - decay) * params, over n elements. */
 void df_ema_update(float *ema, const float *params, size_t n, float decay);
+
+/* The same two updates over a finalized parameter block wherever its
+ * memory lives (cpu or cuda): one fused pass over the trainable part.
+ * df_params_ema_update needs two blocks of the same layout (a copy of the
+ * model's registration). Both return 0 or a df_status with err filled. */
+typedef struct df_params df_params;
+int df_params_adamw_step(df_params *p, const df_adamw_config *cfg, int64_t t, df_error *err);
+int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *err);
 
 /* The decay to use at 0-based EMA step k: min(decay, (1 + k) / (10 + k))
  * when warmup is non-zero, else decay. */

@@ -1,0 +1,65 @@
+/* AdamW and EMA over a whole parameter block on its own backend: the
+ * backend's fused slots where it has them (device memory), else the host
+ * functions of optim.c on the block itself (cpu memory). */
+#include "config.h"
+
+#include <math.h>
+
+#include "diffuse/optim.h"
+#include "core.h"
+
+static const df_backend *block_backend(df_params *p)
+{
+	df_tensor *first = df_params_count(p) ? df_params_at(p, 0) : NULL;
+	return first ? first->backend : NULL;
+}
+
+int df_params_adamw_step(df_params *p, const df_adamw_config *cfg, int64_t t, df_error *err)
+{
+	float *values = p ? df_params_block(p, DF_PARAMS_VALUES) : NULL;
+	const df_backend *be = p ? block_backend(p) : NULL;
+	if (!values || !be)
+		return df_error_set(err, DF_EINVAL, "adamw: the parameter block is empty or not finalized");
+	const int64_t n = df_params_trainable_numel(p);
+	float *grads = df_params_block(p, DF_PARAMS_GRADS), *m = df_params_block(p, DF_PARAMS_M);
+	float *v = df_params_block(p, DF_PARAMS_V);
+	if (!be->adamw_step) {
+		if (df_adamw_step(values, grads, m, v, NULL, (size_t)n, cfg, t) != 0)
+			return df_error_set(err, DF_EINVAL, "adamw: invalid configuration or step %lld", (long long)t);
+		return DF_OK;
+	}
+	/* The step's factors, formed in double exactly as df_adamw_step does;
+	 * an invalid configuration is refused by it on an empty block. */
+	if (df_adamw_step(NULL, NULL, NULL, NULL, NULL, 0, cfg, t) != 0)
+		return df_error_set(err, DF_EINVAL, "adamw: invalid configuration or step %lld", (long long)t);
+	const double bias1 = 1.0 - pow(cfg->beta1, (double)t), bias2 = 1.0 - pow(cfg->beta2, (double)t);
+	const struct df_adamw_factors f = {
+		.decay_factor = (float)(1.0 - cfg->lr * cfg->weight_decay),
+		.decays = cfg->weight_decay != 0.0,
+		.w1 = (float)(1.0 - cfg->beta1),
+		.b2 = (float)cfg->beta2,
+		.w2 = (float)(1.0 - cfg->beta2),
+		.bias2_sqrt = (float)sqrt(bias2),
+		.eps = (float)cfg->eps,
+		.neg_step = (float)(-(cfg->lr / bias1)),
+	};
+	be->adamw_step(be, values, grads, m, v, NULL, n, &f);
+	return DF_OK;
+}
+
+int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *err)
+{
+	float *dst = ema ? df_params_block(ema, DF_PARAMS_VALUES) : NULL;
+	float *src = p ? df_params_block(p, DF_PARAMS_VALUES) : NULL;
+	const df_backend *be = p ? block_backend(p) : NULL;
+	if (!dst || !src || !be)
+		return df_error_set(err, DF_EINVAL, "ema: a parameter block is empty or not finalized");
+	if (df_params_trainable_numel(ema) != df_params_trainable_numel(p) || block_backend(ema) != be)
+		return df_error_set(err, DF_EINVAL, "ema: the two blocks differ in size or device");
+	const int64_t n = df_params_trainable_numel(p);
+	if (be->ema_update)
+		be->ema_update(be, dst, src, n, decay);
+	else
+		df_ema_update(dst, src, (size_t)n, decay);
+	return DF_OK;
+}

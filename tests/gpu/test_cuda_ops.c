@@ -1,0 +1,557 @@
+/* The CUDA backend against the CPU backend, run by tests/gpu/run.sh.
+ *
+ *   test_cuda_ops ops                  every op, forward and gradients
+ *   test_cuda_ops dit [steps] [batch]  DiT-S/2 training steps, loss on both
+ *   test_cuda_ops throughput [model]   DiT training images/s and MFU (cuda)
+ *
+ * Exits 77 (skip) when no CUDA device can be used, 0 when every check
+ * passes, 1 otherwise. Op outputs land in graph memory that was filled with
+ * NaN just before, so an element a kernel forgets to write fails. Errors are
+ * normwise: max |cuda - cpu| / max |cpu| over each output or gradient. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "diffuse/optim.h"
+#include "diffuse/rng.h"
+#include "diffuse/tensor.h"
+#include "dit_net.h"
+
+#define SKIP 77
+#define MAX_IN 6
+#define POISON_FLOATS (8 << 20)
+
+static double tolerance = 1e-5; /* 3e-4 when DIFFUSE_CUDA_TF32=1 */
+
+/* ------------------------------------------------------------------ */
+/* Op cases. */
+
+enum op_id {
+	OP_LINEAR, OP_LINEAR_NOBIAS, OP_MATMUL_NN, OP_MATMUL_NT, OP_MATMUL_TN, OP_MATMUL_TT, OP_ADD, OP_ADD_BCAST,
+	OP_SUB_BCAST, OP_MUL_BCAST, OP_MUL, OP_SCALE, OP_ADD_SCALAR, OP_MODULATE, OP_GATED, OP_LAYERNORM,
+	OP_LAYERNORM_PLAIN, OP_LN_MODULATE, OP_GROUPNORM, OP_CONV_S1, OP_CONV_S2, OP_UPSAMPLE, OP_AVGPOOL,
+	OP_ATTENTION, OP_ATTENTION_CROSS, OP_ATTENTION_QKV, OP_GELU_TANH, OP_GELU_ERF, OP_SILU, OP_EXP, OP_LOG,
+	OP_SOFTPLUS, OP_TANH, OP_SOFTMAX, OP_DROPOUT, OP_EMBEDDING, OP_PERMUTE, OP_SLICE_CONCAT, OP_PATCHIFY,
+	OP_UNPATCHIFY, OP_SUM, OP_MEAN, OP_MEAN_PER_SAMPLE, OP_MSE, OP_COSINE, OP_NORMAL_KL, OP_DGL,
+	OP_CROSS_ENTROPY,
+};
+
+struct op_input {
+	int ndim;
+	int64_t shape[DF_MAX_DIMS];
+	float lo, hi; /* both 0: [-1, 1] */
+};
+
+struct op_case {
+	const char *name;
+	enum op_id op;
+	int n_in;
+	struct op_input in[MAX_IN];
+};
+
+#define IN(...) { DF_SHAPE_NARGS_(__VA_ARGS__), { __VA_ARGS__ }, 0, 0 }
+#define IN_RANGE(lo, hi, ...) { DF_SHAPE_NARGS_(__VA_ARGS__), { __VA_ARGS__ }, lo, hi }
+
+static const int32_t ids[12] = { 3, 0, 7, 3, 3, 9, 1, 0, 7, 2, 3, 5 };
+static const int32_t labels[6] = { 2, 0, 9, 4, 4, 1 };
+
+static const struct op_case cases[] = {
+	{ "linear", OP_LINEAR, 3, { IN(37, 48), IN(70, 48), IN(70) } },
+	{ "linear (no bias)", OP_LINEAR_NOBIAS, 2, { IN(5, 3, 64), IN(33, 64) } },
+	{ "matmul nn", OP_MATMUL_NN, 2, { IN(3, 17, 24), IN(3, 24, 19) } },
+	{ "matmul nt", OP_MATMUL_NT, 2, { IN(2, 17, 24), IN(2, 19, 24) } },
+	{ "matmul tn", OP_MATMUL_TN, 2, { IN(2, 24, 17), IN(2, 24, 19) } },
+	{ "matmul tt", OP_MATMUL_TT, 2, { IN(2, 24, 17), IN(2, 19, 24) } },
+	{ "add", OP_ADD, 2, { IN(4, 9, 33), IN(4, 9, 33) } },
+	{ "add broadcast", OP_ADD_BCAST, 2, { IN(4, 9, 33), IN(1, 9, 33) } },
+	{ "sub broadcast", OP_SUB_BCAST, 2, { IN(4, 9, 33), IN(33) } },
+	{ "mul broadcast", OP_MUL_BCAST, 2, { IN(4, 1, 33), IN(4, 9, 1) } },
+	{ "mul", OP_MUL, 2, { IN(300), IN(300) } },
+	{ "scale", OP_SCALE, 1, { IN(5, 77) } },
+	{ "add scalar", OP_ADD_SCALAR, 1, { IN(5, 77) } },
+	{ "modulate", OP_MODULATE, 3, { IN(3, 16, 40), IN(3, 40), IN(3, 40) } },
+	{ "gated residual", OP_GATED, 3, { IN(3, 16, 40), IN(3, 40), IN(3, 16, 40) } },
+	{ "layernorm", OP_LAYERNORM, 3, { IN(7, 19, 96), IN(96), IN(96) } },
+	{ "layernorm (no affine)", OP_LAYERNORM_PLAIN, 1, { IN(600, 72) } },
+	{ "layernorm modulate", OP_LN_MODULATE, 3, { IN(3, 300, 72), IN(3, 72), IN(3, 72) } },
+	{ "groupnorm", OP_GROUPNORM, 3, { IN(3, 8, 6, 5), IN(8), IN(8) } },
+	{ "conv2d 3x3 s1 p1", OP_CONV_S1, 3, { IN(2, 5, 9, 8), IN(6, 5, 3, 3), IN(6) } },
+	{ "conv2d 3x3 s2 p1", OP_CONV_S2, 3, { IN(2, 4, 9, 10), IN(3, 4, 3, 3), IN(3) } },
+	{ "upsample nearest 2x", OP_UPSAMPLE, 1, { IN(2, 3, 5, 7) } },
+	{ "avgpool 2", OP_AVGPOOL, 1, { IN(2, 3, 6, 8) } },
+	{ "attention", OP_ATTENTION, 3, { IN(2, 20, 48), IN(2, 20, 48), IN(2, 20, 48) } },
+	{ "attention cross", OP_ATTENTION_CROSS, 3, { IN(3, 9, 32), IN(3, 14, 32), IN(3, 14, 32) } },
+	{ "attention qkv", OP_ATTENTION_QKV, 1, { IN(2, 64, 3 * 72) } },
+	{ "gelu tanh", OP_GELU_TANH, 1, { IN_RANGE(-4, 4, 999) } },
+	{ "gelu erf", OP_GELU_ERF, 1, { IN_RANGE(-4, 4, 999) } },
+	{ "silu", OP_SILU, 1, { IN_RANGE(-6, 6, 999) } },
+	{ "exp", OP_EXP, 1, { IN_RANGE(-3, 3, 500) } },
+	{ "log", OP_LOG, 1, { IN_RANGE(0.1f, 5, 500) } },
+	{ "softplus", OP_SOFTPLUS, 1, { IN_RANGE(-8, 8, 500) } },
+	{ "tanh", OP_TANH, 1, { IN_RANGE(-3, 3, 500) } },
+	{ "softmax", OP_SOFTMAX, 1, { IN_RANGE(-5, 5, 13, 1000) } },
+	{ "dropout (Philox)", OP_DROPOUT, 1, { IN(4099) } },
+	{ "embedding", OP_EMBEDDING, 1, { IN(10, 24) } },
+	{ "permute", OP_PERMUTE, 1, { IN(2, 3, 4, 5) } },
+	{ "slice + concat", OP_SLICE_CONCAT, 2, { IN(2, 7, 6), IN(2, 3, 6) } },
+	{ "patchify", OP_PATCHIFY, 1, { IN(2, 4, 8, 8) } },
+	{ "unpatchify", OP_UNPATCHIFY, 1, { IN(2, 16, 16) } },
+	{ "sum", OP_SUM, 1, { IN(3, 1000) } },
+	{ "mean", OP_MEAN, 1, { IN(70001) } },
+	{ "mean per sample", OP_MEAN_PER_SAMPLE, 1, { IN(5, 3, 33) } },
+	{ "mse per sample", OP_MSE, 2, { IN(5, 99), IN(5, 99) } },
+	{ "cosine similarity", OP_COSINE, 2, { IN(6, 257), IN(6, 257) } },
+	{ "normal kl", OP_NORMAL_KL, 4, { IN(400), IN(400), IN(400), IN(400) } },
+	{ "discretized gaussian loglik", OP_DGL, 3, { IN(600), IN(600), IN_RANGE(-4, 0, 600) } },
+	{ "cross entropy", OP_CROSS_ENTROPY, 1, { IN(6, 10) } },
+};
+
+static df_tensor *build(df_graph *g, enum op_id op, df_tensor *const *in)
+{
+	switch (op) {
+	case OP_LINEAR: return df_linear(g, in[0], in[1], in[2]);
+	case OP_LINEAR_NOBIAS: return df_linear(g, in[0], in[1], NULL);
+	case OP_MATMUL_NN: return df_matmul(g, in[0], in[1], 0, 0);
+	case OP_MATMUL_NT: return df_matmul(g, in[0], in[1], 0, 1);
+	case OP_MATMUL_TN: return df_matmul(g, in[0], in[1], 1, 0);
+	case OP_MATMUL_TT: return df_matmul(g, in[0], in[1], 1, 1);
+	case OP_ADD: case OP_ADD_BCAST: return df_add(g, in[0], in[1]);
+	case OP_SUB_BCAST: return df_sub(g, in[0], in[1]);
+	case OP_MUL: case OP_MUL_BCAST: return df_mul(g, in[0], in[1]);
+	case OP_SCALE: return df_scale(g, in[0], -1.75f);
+	case OP_ADD_SCALAR: return df_add_scalar(g, in[0], 0.625f);
+	case OP_MODULATE: return df_modulate(g, in[0], in[1], in[2]);
+	case OP_GATED: return df_gated_residual(g, in[0], in[1], in[2]);
+	case OP_LAYERNORM: return df_layernorm(g, in[0], in[1], in[2], 1e-5f);
+	case OP_LAYERNORM_PLAIN: return df_layernorm(g, in[0], NULL, NULL, 1e-6f);
+	case OP_LN_MODULATE: return df_layernorm_modulate(g, in[0], in[1], in[2], 1e-6f);
+	case OP_GROUPNORM: return df_groupnorm(g, in[0], 4, in[1], in[2], 1e-5f);
+	case OP_CONV_S1: return df_conv2d(g, in[0], in[1], in[2], 1, 1);
+	case OP_CONV_S2: return df_conv2d(g, in[0], in[1], in[2], 2, 1);
+	case OP_UPSAMPLE: return df_upsample_nearest2x(g, in[0]);
+	case OP_AVGPOOL: return df_avgpool2d(g, in[0], 2);
+	case OP_ATTENTION: return df_attention(g, in[0], in[1], in[2], 4);
+	case OP_ATTENTION_CROSS: return df_attention(g, in[0], in[1], in[2], 2);
+	case OP_ATTENTION_QKV: return df_attention_qkv(g, in[0], 3);
+	case OP_GELU_TANH: return df_gelu(g, in[0], 1);
+	case OP_GELU_ERF: return df_gelu(g, in[0], 0);
+	case OP_SILU: return df_silu(g, in[0]);
+	case OP_EXP: return df_exp(g, in[0]);
+	case OP_LOG: return df_log(g, in[0]);
+	case OP_SOFTPLUS: return df_softplus(g, in[0]);
+	case OP_TANH: return df_tanh(g, in[0]);
+	case OP_SOFTMAX: return df_softmax(g, in[0]);
+	case OP_DROPOUT: return df_dropout(g, in[0], 0.3f, 1234, 5, 17);
+	case OP_EMBEDDING: return df_embedding(g, in[0], ids, 12);
+	case OP_PERMUTE: return df_permute(g, in[0], (const int[]){ 2, 0, 3, 1 });
+	case OP_SLICE_CONCAT: {
+		df_tensor *parts[2] = { df_slice(g, in[0], 1, 2, 4), in[1] };
+		return df_concat(g, parts, 2, 1);
+	}
+	case OP_PATCHIFY: return df_patchify(g, in[0], 2);
+	case OP_UNPATCHIFY: return df_unpatchify(g, in[0], 2, 4, 8, 8);
+	case OP_SUM: return df_sum(g, in[0]);
+	case OP_MEAN: return df_mean(g, in[0]);
+	case OP_MEAN_PER_SAMPLE: return df_mean_per_sample(g, in[0]);
+	case OP_MSE: return df_mse_per_sample(g, in[0], in[1]);
+	case OP_COSINE: return df_cosine_similarity(g, in[0], in[1], 1e-8f);
+	case OP_NORMAL_KL: return df_normal_kl(g, in[0], in[1], in[2], in[3]);
+	case OP_DGL: return df_discretized_gaussian_loglik(g, in[0], in[1], in[2]);
+	case OP_CROSS_ENTROPY: return df_cross_entropy(g, in[0], labels);
+	}
+	return NULL;
+}
+
+/* Deterministic uniform values in [lo, hi) from the SDK's Philox. */
+static void fill(float *x, int64_t n, float lo, float hi, uint64_t stream)
+{
+	df_rng_fill_uniform(x, (size_t)n, 42, stream, 0, 0);
+	for (int64_t i = 0; i < n; i++)
+		x[i] = lo + (hi - lo) * x[i];
+}
+
+struct op_result {
+	int64_t out_numel, in_numel[MAX_IN];
+	float *out, *grad[MAX_IN];
+};
+
+static void result_free(struct op_result *r)
+{
+	free(r->out);
+	for (int i = 0; i < MAX_IN; i++)
+		free(r->grad[i]);
+	memset(r, 0, sizeof *r);
+}
+
+/* Runs one case on ctx: the output, and the gradients of sum(out * w). */
+static int run_case(df_ctx *ctx, const struct op_case *c, struct op_result *r, char *why, size_t why_len)
+{
+	df_error err = { { 0 } };
+	memset(r, 0, sizeof *r);
+	df_params *p = df_params_create(ctx);
+	df_tensor *in[MAX_IN] = { 0 };
+	char name[16];
+	for (int i = 0; i < c->n_in; i++) {
+		snprintf(name, sizeof name, "in%d", i);
+		in[i] = df_params_add(p, name, c->in[i].ndim, c->in[i].shape, 0);
+	}
+	int rc = df_params_finalize(p, &err);
+	for (int i = 0; i < c->n_in && rc == DF_OK; i++) {
+		const float lo = c->in[i].lo || c->in[i].hi ? c->in[i].lo : -1.0f;
+		const float hi = c->in[i].lo || c->in[i].hi ? c->in[i].hi : 1.0f;
+		float *v = malloc((size_t)in[i]->numel * sizeof(float));
+		fill(v, in[i]->numel, lo, hi, (uint64_t)(c - cases) * 16 + (uint64_t)i);
+		rc = df_tensor_write(in[i], v, &err);
+		free(v);
+	}
+	df_graph *g = df_graph_create(ctx, 0);
+	/* Poison: the arena hands the same memory to the case's tensors. */
+	float *nan = malloc((size_t)POISON_FLOATS * sizeof(float));
+	for (int64_t i = 0; i < POISON_FLOATS; i++)
+		nan[i] = NAN;
+	df_tensor *poison = df_tensor_from_host(g, nan, 1, (const int64_t[]){ POISON_FLOATS });
+	free(nan);
+	if (!poison)
+		rc = DF_ENOMEM;
+	df_graph_reset(g);
+	df_tensor *out = rc == DF_OK ? build(g, c->op, in) : NULL;
+	if (rc == DF_OK && (rc = df_graph_status(g, &err)) == DF_OK) {
+		r->out_numel = out->numel;
+		r->out = malloc((size_t)out->numel * sizeof(float));
+		rc = df_tensor_read(out, r->out, &err);
+	}
+	if (rc == DF_OK) {
+		float *w = malloc((size_t)out->numel * sizeof(float));
+		fill(w, out->numel, -1.0f, 1.0f, 999);
+		df_tensor *wt = df_tensor_from_host(g, w, out->ndim, out->shape);
+		free(w);
+		df_tensor *loss = df_sum(g, df_mul(g, out, wt));
+		df_params_zero_grad(p);
+		rc = df_graph_status(g, &err);
+		if (rc == DF_OK)
+			rc = df_backward(g, loss, &err);
+	}
+	for (int i = 0; i < c->n_in && rc == DF_OK; i++) {
+		r->in_numel[i] = in[i]->numel;
+		r->grad[i] = malloc((size_t)in[i]->numel * sizeof(float));
+		rc = df_tensor_read_grad(in[i], r->grad[i], &err);
+	}
+	if (rc != DF_OK)
+		snprintf(why, why_len, "%s", err.msg);
+	df_graph_destroy(g);
+	df_params_destroy(p);
+	return rc;
+}
+
+/* Normwise error of got against want; infinite when got has a non-finite
+ * value where want has none (an unwritten, poisoned element). */
+static double normwise(const float *got, const float *want, int64_t n)
+{
+	double diff = 0.0, scale = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		if (!isfinite(got[i]) && isfinite(want[i]))
+			return INFINITY;
+		const double d = fabs((double)got[i] - want[i]);
+		diff = d > diff ? d : diff;
+		scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
+	}
+	return scale > 0 ? diff / scale : diff;
+}
+
+static int run_ops(df_ctx *cpu, df_ctx *gpu)
+{
+	int failed = 0;
+	const int n = (int)(sizeof cases / sizeof cases[0]);
+	printf("%-30s %12s %12s  %s\n", "op", "out err", "grad err", "result");
+	for (int k = 0; k < n; k++) {
+		struct op_result want, got;
+		char why[600] = "";
+		int rc = run_case(cpu, &cases[k], &want, why, sizeof why);
+		if (rc == DF_OK)
+			rc = run_case(gpu, &cases[k], &got, why, sizeof why);
+		if (rc != DF_OK) {
+			printf("%-30s %12s %12s  FAIL (%s)\n", cases[k].name, "-", "-", why);
+			failed++;
+			result_free(&want);
+			continue;
+		}
+		double e_out = normwise(got.out, want.out, want.out_numel), e_grad = 0.0;
+		for (int i = 0; i < cases[k].n_in; i++) {
+			double e = normwise(got.grad[i], want.grad[i], want.in_numel[i]);
+			e_grad = e > e_grad ? e : e_grad;
+		}
+		const int ok = e_out <= tolerance && e_grad <= tolerance;
+		printf("%-30s %12.3g %12.3g  %s\n", cases[k].name, e_out, e_grad, ok ? "ok" : "FAIL");
+		failed += !ok;
+		result_free(&want);
+		result_free(&got);
+	}
+	printf("ops: %d of %d within %.0e\n", n - failed, n, tolerance);
+	return failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* DiT training: eps-prediction on a linear beta schedule, AdamW. */
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+struct trainer {
+	dit_model *model;
+	df_graph *g;
+	int64_t batch, step;
+	float *x0, *eps, *xt, *t;
+	int32_t *y;
+	df_adamw_config adamw;
+};
+
+static int trainer_open(struct trainer *tr, df_ctx *ctx, const char *model, int64_t batch, df_error *err)
+{
+	memset(tr, 0, sizeof *tr);
+	dit_settings s = { model, 0, 0, 0, 0, 4.0, 0 };
+	df_backbone_shape shape = { { 4, 32, 32 }, 4, 1000, 1 };
+	dit_config cfg;
+	int rc = dit_config_resolve(&cfg, &s, &shape, "dit", 0, err);
+	if (rc == DF_OK)
+		rc = dit_model_create(&tr->model, &cfg, "dit", ctx, err);
+	if (rc == DF_OK)
+		rc = dit_model_init(tr->model, 0, err);
+	if (rc != DF_OK)
+		return rc;
+	/* A nonzero start for the zero-initialised layers, identical on both
+	 * backends, so gradients reach every block from the first step. */
+	int64_t numel = df_params_numel(tr->model->params);
+	float *values = malloc((size_t)numel * sizeof(float));
+	if (!values)
+		return df_error_set(err, DF_ENOMEM, "trainer: out of memory");
+	rc = df_params_read(tr->model->params, values, err);
+	for (int64_t i = 0; i < numel && rc == DF_OK; i++)
+		if (values[i] == 0.0f)
+			values[i] = 0.02f * df_rng_normal(7, 3, 0, (uint64_t)i);
+	if (rc == DF_OK)
+		rc = df_params_write(tr->model->params, values, err);
+	free(values);
+	const int64_t n = batch * 4 * 32 * 32;
+	tr->batch = batch;
+	tr->x0 = malloc((size_t)n * sizeof(float));
+	tr->eps = malloc((size_t)n * sizeof(float));
+	tr->xt = malloc((size_t)n * sizeof(float));
+	tr->t = malloc((size_t)batch * sizeof(float));
+	tr->y = malloc((size_t)batch * sizeof(int32_t));
+	tr->g = df_graph_create(ctx, 0);
+	tr->adamw = df_adamw_defaults();
+	tr->adamw.lr = 1e-4;
+	tr->adamw.weight_decay = 0.0;
+	return rc;
+}
+
+static void trainer_close(struct trainer *tr)
+{
+	if (tr->g)
+		df_graph_destroy(tr->g);
+	if (tr->model)
+		dit_model_destroy(tr->model);
+	free(tr->x0);
+	free(tr->eps);
+	free(tr->xt);
+	free(tr->t);
+	free(tr->y);
+}
+
+/* One step; *loss the batch loss before the update. Data and noise are
+ * Philox draws keyed by the step, the same on every backend. */
+static int trainer_step(struct trainer *tr, float *loss_out, df_error *err)
+{
+	const int64_t d = 4 * 32 * 32, n = tr->batch * d;
+	df_rng_fill_normal(tr->x0, (size_t)n, 11, 0, (uint64_t)tr->step, 0);
+	df_rng_fill_normal(tr->eps, (size_t)n, 11, 1, (uint64_t)tr->step, 0);
+	for (int64_t i = 0; i < tr->batch; i++) {
+		const uint32_t ti = df_rng_u32(11, 2, (uint64_t)tr->step, (uint64_t)i) % 1000;
+		tr->y[i] = (int32_t)(df_rng_u32(11, 3, (uint64_t)tr->step, (uint64_t)i) % 1000);
+		tr->t[i] = (float)ti;
+		double ab = 1.0; /* alpha-bar of the linear schedule 1e-4 .. 0.02 */
+		for (uint32_t k = 0; k <= ti; k++)
+			ab *= 1.0 - (1e-4 + (0.02 - 1e-4) * k / 999.0);
+		for (int64_t j = 0; j < d; j++)
+			tr->xt[i * d + j] = (float)(sqrt(ab) * tr->x0[i * d + j] + sqrt(1.0 - ab) * tr->eps[i * d + j]);
+	}
+	df_graph *g = tr->g;
+	df_graph_reset(g);
+	df_tensor *x = df_tensor_from_host(g, tr->xt, DF_SHAPE(tr->batch, 4, 32, 32));
+	df_tensor *t = df_tensor_from_host(g, tr->t, DF_SHAPE(tr->batch));
+	df_tensor *target = df_tensor_from_host(g, tr->eps, DF_SHAPE(tr->batch, 4, 32, 32));
+	df_backbone_input in = { sizeof in, x, t, tr->y, NULL, 0, NULL };
+	df_tensor *out = NULL;
+	int rc = df_graph_status(g, err);
+	if (rc == DF_OK)
+		rc = dit_model_forward(tr->model, g, &in, &out, err);
+	df_tensor *loss = rc == DF_OK ? df_mean(g, df_mse_per_sample(g, out, target)) : NULL;
+	if (rc == DF_OK && (rc = df_graph_status(g, err)) == DF_OK) {
+		df_params_zero_grad(tr->model->params);
+		rc = df_backward(g, loss, err);
+	}
+	if (rc == DF_OK)
+		rc = df_params_adamw_step(tr->model->params, &tr->adamw, tr->step + 1, err);
+	if (rc == DF_OK)
+		rc = df_tensor_read(loss, loss_out, err); /* also waits for the device */
+	tr->step++;
+	return rc;
+}
+
+/* Losses of `steps` steps on ctx; seconds per step after the first. */
+static int train(df_ctx *ctx, const char *model, int64_t batch, int steps, float *losses, double *step_s)
+{
+	struct trainer tr;
+	df_error err = { { 0 } };
+	int rc = trainer_open(&tr, ctx, model, batch, &err);
+	double t0 = 0.0;
+	for (int s = 0; s < steps && rc == DF_OK; s++) {
+		if (s == 1)
+			t0 = now();
+		rc = trainer_step(&tr, &losses[s], &err);
+	}
+	*step_s = steps > 1 ? (now() - t0) / (steps - 1) : 0.0;
+	if (rc != DF_OK)
+		fprintf(stderr, "%s on %s: %s\n", model, df_ctx_device(ctx), err.msg);
+	trainer_close(&tr);
+	return rc;
+}
+
+static int run_dit(df_ctx *cpu, df_ctx *gpu, int steps, int64_t batch)
+{
+	float *lc = calloc((size_t)steps, sizeof(float)), *lg = calloc((size_t)steps, sizeof(float));
+	double sc = 0, sg = 0;
+	int rc = train(gpu, "DiT-S/2", batch, steps, lg, &sg);
+	if (rc == DF_OK)
+		rc = train(cpu, "DiT-S/2", batch, steps, lc, &sc);
+	if (rc != DF_OK) {
+		free(lc);
+		free(lg);
+		return 1;
+	}
+	printf("%-6s %14s %14s %10s\n", "step", "loss cpu", "loss cuda", "rel diff");
+	double worst = 0.0;
+	for (int s = 0; s < steps; s++) {
+		const double rel = fabs((double)lg[s] - lc[s]) / fabs((double)lc[s]);
+		worst = rel > worst ? rel : worst;
+		if (s < 3 || s == steps - 1 || s % 5 == 4)
+			printf("%-6d %14.7f %14.7f %10.2e\n", s + 1, lc[s], lg[s], rel);
+	}
+	const double final_rel = fabs((double)lg[steps - 1] - lc[steps - 1]) / fabs((double)lc[steps - 1]);
+	const int ok = final_rel <= 1e-2 && isfinite(lg[steps - 1]);
+	printf("DiT-S/2 batch %lld, %d steps: final loss rel diff %.2e (limit 1e-2), worst %.2e: %s\n",
+	       (long long)batch, steps, final_rel, worst, ok ? "ok" : "FAIL");
+	printf("DiT-S/2 step time: cpu %.3f s, cuda %.4f s\n", sc, sg);
+	free(lc);
+	free(lg);
+	return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Throughput on the device alone. */
+
+/* Measured float32 (or TF32) GEMM rate through the backend, FLOP/s. */
+static double gemm_rate(df_ctx *ctx)
+{
+	const int64_t m = 8192;
+	df_graph *g = df_graph_create(ctx, DF_GRAPH_NO_GRAD);
+	df_tensor *a = df_tensor_zeros(g, DF_SHAPE(m, m)), *b = df_tensor_zeros(g, DF_SHAPE(m, m));
+	float probe;
+	df_error err = { { 0 } };
+	double best = 0.0;
+	for (int rep = 0; rep < 4; rep++) {
+		const double t0 = now();
+		df_tensor *c = df_matmul(g, a, b, 0, 0);
+		if (!c || df_tensor_read(df_reshape(g, df_slice(g, df_reshape(g, c, DF_SHAPE(m * m)), 0, 0, 1),
+		                                    DF_SHAPE(1)),
+		                         &probe, &err) != DF_OK)
+			break;
+		const double rate = 2.0 * (double)m * m * m / (now() - t0);
+		best = rep > 0 && rate > best ? rate : best;
+	}
+	df_graph_destroy(g);
+	return best;
+}
+
+/* Training FLOPs of one image: 3x the forward's matmul and attention
+ * FLOPs (adaLN, embedders and the final layer included). */
+static double dit_train_flops(const dit_config *c)
+{
+	const double D = c->hidden, T = c->tokens, H = c->mlp_hidden, P = c->patch;
+	const double per_block = T * (2.0 * D * 3 * D + 2.0 * D * D + 2.0 * 2 * D * H) + 2.0 * 2 * T * T * D +
+	                         2.0 * D * 6 * D;
+	const double rest = T * 2.0 * (c->in_channels * P * P) * D + T * 2.0 * D * (P * P * c->final_channels) +
+	                    2.0 * D * 2 * D + 2.0 * (256 * D + D * D);
+	return 3.0 * (c->depth * per_block + rest);
+}
+
+static int run_throughput(df_ctx *gpu, const char *model, int64_t batch)
+{
+	const double rate = gemm_rate(gpu);
+	int64_t tries[] = { batch, 256, 128, 64, 32, 16, 8 };
+	for (size_t k = 0; k < sizeof tries / sizeof tries[0]; k++) {
+		if (tries[k] <= 0 || (k > 0 && tries[k] >= tries[0] && tries[0] > 0))
+			continue;
+		float loss[6];
+		double step_s = 0;
+		if (train(gpu, model, tries[k], 6, loss, &step_s) != DF_OK)
+			continue; /* most likely out of memory: a smaller batch */
+		dit_settings s = { model, 0, 0, 0, 0, 4.0, 0 };
+		df_backbone_shape shape = { { 4, 32, 32 }, 4, 1000, 1 };
+		dit_config cfg;
+		df_error err = { { 0 } };
+		dit_config_resolve(&cfg, &s, &shape, "dit", 0, &err);
+		const double ips = (double)tries[k] / step_s, flops = dit_train_flops(&cfg) * ips;
+		printf("%s float32 batch %lld: %.1f images/s, %.1f TFLOP/s, MFU %.1f%% of the measured GEMM rate "
+		       "%.1f TFLOP/s\n",
+		       model, (long long)tries[k], ips, flops / 1e12, rate > 0 ? 100.0 * flops / rate : 0.0,
+		       rate / 1e12);
+		printf("RESULT diffuse %s %lld %.2f %.2f %.2f\n", model, (long long)tries[k], ips, flops / 1e12,
+		       rate / 1e12);
+		return 0;
+	}
+	printf("%s: no batch size trained on this device\n", model);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "ops";
+	df_ctx *cpu = NULL, *gpu = NULL;
+	df_error err = { { 0 } };
+	/* DIFFUSE_TEST_DEVICE=cpu checks the harness itself (cpu against cpu). */
+	const char *device = getenv("DIFFUSE_TEST_DEVICE") ? getenv("DIFFUSE_TEST_DEVICE") : "cuda";
+	if (df_ctx_create(&gpu, device, 0, &err) != DF_OK) {
+		printf("skip: %s\n", err.msg);
+		return SKIP;
+	}
+	if (df_ctx_create(&cpu, "cpu", 0, &err) != DF_OK) {
+		fprintf(stderr, "%s\n", err.msg);
+		return 1;
+	}
+	const char *tf32 = getenv("DIFFUSE_CUDA_TF32");
+	if (tf32 && !strcmp(tf32, "1"))
+		tolerance = 3e-4;
+	printf("%s\n%s\n", df_ctx_describe(gpu), df_ctx_describe(cpu));
+	int rc;
+	if (!strcmp(mode, "ops"))
+		rc = run_ops(cpu, gpu);
+	else if (!strcmp(mode, "dit"))
+		rc = run_dit(cpu, gpu, argc > 2 ? atoi(argv[2]) : 20, argc > 3 ? atoll(argv[3]) : 64);
+	else if (!strcmp(mode, "throughput"))
+		rc = run_throughput(gpu, argc > 2 ? argv[2] : "DiT-XL/2", argc > 3 ? atoll(argv[3]) : 0);
+	else {
+		fprintf(stderr, "usage: test_cuda_ops [ops | dit [steps] [batch] | throughput [model] [batch]]\n");
+		rc = 2;
+	}
+	df_ctx_destroy(cpu);
+	df_ctx_destroy(gpu);
+	return rc;
+}
