@@ -5,10 +5,13 @@
 #   tests/gpu/run.sh [BUILD_DIR]
 #
 # 1. configures --with-cuda into a fresh out-of-tree build and builds;
-# 2. every op on CUDA against the CPU backend (float32, outputs poisoned);
-# 3. DiT-S/2, batch 64 on 32x32x4: the loss after 20 steps on both;
-# 4. DiT-XL/2 training throughput (largest batch that fits) with MFU
-#    against the measured GEMM rate, beside PyTorch eager when importable.
+# 2. every op on CUDA against the CPU backend, outputs poisoned: float32
+#    (1e-5) and bf16 autocast (1e-2);
+# 3. DiT-S/2, batch 64 on 32x32x4: the loss after 20 steps on the CPU and
+#    on CUDA in float32 and in bf16 autocast;
+# 4. DiT-XL/2 training throughput, float32 and bf16 autocast (largest batch
+#    that fits), MFU against the GEMM rate measured in the same precision,
+#    beside PyTorch eager (fp32, bf16 autocast) when it is importable.
 #
 # Prints a table at the end. Exits 77 (skip) when there is no GPU, 1 when a
 # check fails. DIT_BATCH, DIT_STEPS, XL_BATCH override the sizes;
@@ -66,16 +69,18 @@ run() {
 	return "$rc"
 }
 
-run ops 90 "$prog" ops
+run ops 60 "$prog" ops
 [ $? -eq 77 ] && { echo "no usable CUDA device: skipped"; exit 77; }
-run dit-s2 240 "$prog" dit "${DIT_STEPS:-20}" "${DIT_BATCH:-64}"
-run throughput 120 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"
+DIFFUSE_CUDA_AUTOCAST=bf16 run ops-bf16 60 "$prog" ops
+run dit-s2 200 "$prog" dit "${DIT_STEPS:-20}" "${DIT_BATCH:-64}"
+run xl-fp32 90 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"
+DIFFUSE_CUDA_AUTOCAST=bf16 run xl-bf16 90 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"
 
-xl_batch=$(awk '/^RESULT diffuse/ {print $4}' "$build/throughput.out" 2>/dev/null)
+xl_batch=$(awk '/^RESULT diffuse/ {print $4}' "$build/xl-fp32.out" 2>/dev/null | head -1)
 xl_batch=${xl_batch:-64}
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
 	for precision in fp32 bf16; do
-		run "torch-$precision" 60 python3 "$src/tests/gpu/torch_dit.py" DiT-XL/2 "$xl_batch" "$precision"
+		run "torch-$precision" 50 python3 "$src/tests/gpu/torch_dit.py" DiT-XL/2 "$xl_batch" "$precision"
 	done
 else
 	results+=("torch        not importable here: no comparison")

@@ -1,8 +1,11 @@
 /* The CUDA backend against the CPU backend, run by tests/gpu/run.sh.
  *
  *   test_cuda_ops ops                  every op, forward and gradients
- *   test_cuda_ops dit [steps] [batch]  DiT-S/2 training steps, loss on both
- *   test_cuda_ops throughput [model]   DiT training images/s and MFU (cuda)
+ *   test_cuda_ops dit [steps] [batch]  DiT-S/2 training: loss on cpu, on cuda
+ *                                      in float32 and in bf16 autocast
+ *   test_cuda_ops throughput [model] [batch]
+ *                                      DiT training images/s and MFU (cuda;
+ *                                      DIFFUSE_CUDA_AUTOCAST=bf16 for bf16)
  *
  * Exits 77 (skip) when no CUDA device can be used, 0 when every check
  * passes, 1 otherwise. Op outputs land in graph memory that was filled with
@@ -312,7 +315,10 @@ struct trainer {
 	df_adamw_config adamw;
 };
 
-static int trainer_open(struct trainer *tr, df_ctx *ctx, const char *model, int64_t batch, df_error *err)
+/* The model on ctx, from the official initialisation with a nonzero start
+ * for the zero-initialised layers (identical on every backend), so that
+ * gradients reach every block from the first step. */
+static int trainer_open(struct trainer *tr, df_ctx *ctx, const char *model, df_error *err)
 {
 	memset(tr, 0, sizeof *tr);
 	dit_settings s = { model, 0, 0, 0, 0, 4.0, 0 };
@@ -325,8 +331,6 @@ static int trainer_open(struct trainer *tr, df_ctx *ctx, const char *model, int6
 		rc = dit_model_init(tr->model, 0, err);
 	if (rc != DF_OK)
 		return rc;
-	/* A nonzero start for the zero-initialised layers, identical on both
-	 * backends, so gradients reach every block from the first step. */
 	int64_t numel = df_params_numel(tr->model->params);
 	float *values = malloc((size_t)numel * sizeof(float));
 	if (!values)
@@ -338,31 +342,49 @@ static int trainer_open(struct trainer *tr, df_ctx *ctx, const char *model, int6
 	if (rc == DF_OK)
 		rc = df_params_write(tr->model->params, values, err);
 	free(values);
-	const int64_t n = batch * 4 * 32 * 32;
-	tr->batch = batch;
-	tr->x0 = malloc((size_t)n * sizeof(float));
-	tr->eps = malloc((size_t)n * sizeof(float));
-	tr->xt = malloc((size_t)n * sizeof(float));
-	tr->t = malloc((size_t)batch * sizeof(float));
-	tr->y = malloc((size_t)batch * sizeof(int32_t));
-	tr->g = df_graph_create(ctx, 0);
 	tr->adamw = df_adamw_defaults();
 	tr->adamw.lr = 1e-4;
 	tr->adamw.weight_decay = 0.0;
 	return rc;
 }
 
-static void trainer_close(struct trainer *tr)
+static void trainer_free_batch(struct trainer *tr)
 {
 	if (tr->g)
 		df_graph_destroy(tr->g);
-	if (tr->model)
-		dit_model_destroy(tr->model);
 	free(tr->x0);
 	free(tr->eps);
 	free(tr->xt);
 	free(tr->t);
 	free(tr->y);
+	tr->g = NULL;
+	tr->x0 = tr->eps = tr->xt = tr->t = NULL;
+	tr->y = NULL;
+}
+
+/* Buffers and a fresh graph for batches of `batch`, from step 0. */
+static int trainer_batch(struct trainer *tr, int64_t batch, df_error *err)
+{
+	trainer_free_batch(tr);
+	const int64_t n = batch * 4 * 32 * 32;
+	tr->batch = batch;
+	tr->step = 0;
+	tr->x0 = malloc((size_t)n * sizeof(float));
+	tr->eps = malloc((size_t)n * sizeof(float));
+	tr->xt = malloc((size_t)n * sizeof(float));
+	tr->t = malloc((size_t)batch * sizeof(float));
+	tr->y = malloc((size_t)batch * sizeof(int32_t));
+	tr->g = df_graph_create(tr->model->ctx, 0);
+	if (!tr->x0 || !tr->eps || !tr->xt || !tr->t || !tr->y || !tr->g)
+		return df_error_set(err, DF_ENOMEM, "trainer: out of memory");
+	return DF_OK;
+}
+
+static void trainer_close(struct trainer *tr)
+{
+	trainer_free_batch(tr);
+	if (tr->model)
+		dit_model_destroy(tr->model);
 }
 
 /* One step; *loss the batch loss before the update. Data and noise are
@@ -405,52 +427,80 @@ static int trainer_step(struct trainer *tr, float *loss_out, df_error *err)
 	return rc;
 }
 
-/* Losses of `steps` steps on ctx; seconds per step after the first. */
-static int train(df_ctx *ctx, const char *model, int64_t batch, int steps, float *losses, double *step_s)
+/* Losses of `steps` steps of an open trainer at `batch`; seconds per step
+ * after the first. */
+static int train_steps(struct trainer *tr, int64_t batch, int steps, float *losses, double *step_s, df_error *err)
 {
-	struct trainer tr;
-	df_error err = { { 0 } };
-	int rc = trainer_open(&tr, ctx, model, batch, &err);
+	int rc = trainer_batch(tr, batch, err);
 	double t0 = 0.0;
 	for (int s = 0; s < steps && rc == DF_OK; s++) {
 		if (s == 1)
 			t0 = now();
-		rc = trainer_step(&tr, &losses[s], &err);
+		rc = trainer_step(tr, &losses[s], err);
 	}
 	*step_s = steps > 1 ? (now() - t0) / (steps - 1) : 0.0;
+	return rc;
+}
+
+/* The same with a trainer of its own. */
+static int train(df_ctx *ctx, const char *model, int64_t batch, int steps, float *losses, double *step_s)
+{
+	struct trainer tr;
+	df_error err = { { 0 } };
+	int rc = trainer_open(&tr, ctx, model, &err);
+	if (rc == DF_OK)
+		rc = train_steps(&tr, batch, steps, losses, step_s, &err);
 	if (rc != DF_OK)
 		fprintf(stderr, "%s on %s: %s\n", model, df_ctx_device(ctx), err.msg);
 	trainer_close(&tr);
 	return rc;
 }
 
-static int run_dit(df_ctx *cpu, df_ctx *gpu, int steps, int64_t batch)
+/* A cuda context with the products in bf16 autocast (or not). */
+static df_ctx *cuda_context(int bf16)
 {
-	float *lc = calloc((size_t)steps, sizeof(float)), *lg = calloc((size_t)steps, sizeof(float));
-	double sc = 0, sg = 0;
-	int rc = train(gpu, "DiT-S/2", batch, steps, lg, &sg);
-	if (rc == DF_OK)
-		rc = train(cpu, "DiT-S/2", batch, steps, lc, &sc);
-	if (rc != DF_OK) {
-		free(lc);
-		free(lg);
-		return 1;
+	df_ctx *ctx = NULL;
+	df_error err = { { 0 } };
+	setenv("DIFFUSE_CUDA_AUTOCAST", bf16 ? "bf16" : "off", 1);
+	if (df_ctx_create(&ctx, "cuda", 0, &err) != DF_OK)
+		fprintf(stderr, "%s\n", err.msg);
+	return ctx;
+}
+
+/* DiT-S/2 on the CPU, on CUDA in float32 and in bf16 autocast. */
+static int run_dit(df_ctx *cpu, int steps, int64_t batch)
+{
+	float *loss[3];
+	double step_s[3] = { 0, 0, 0 };
+	const char *names[3] = { "cpu", "cuda fp32", "cuda bf16" };
+	int rc = DF_OK;
+	for (int k = 0; k < 3; k++)
+		loss[k] = calloc((size_t)steps, sizeof(float));
+	for (int k = 0; k < 3 && rc == DF_OK; k++) {
+		df_ctx *ctx = k == 0 ? cpu : cuda_context(k == 2);
+		rc = ctx ? train(ctx, "DiT-S/2", batch, steps, loss[k], &step_s[k]) : DF_ENOTSUP;
+		if (k > 0 && ctx)
+			df_ctx_destroy(ctx);
 	}
-	printf("%-6s %14s %14s %10s\n", "step", "loss cpu", "loss cuda", "rel diff");
-	double worst = 0.0;
-	for (int s = 0; s < steps; s++) {
-		const double rel = fabs((double)lg[s] - lc[s]) / fabs((double)lc[s]);
-		worst = rel > worst ? rel : worst;
-		if (s < 3 || s == steps - 1 || s % 5 == 4)
-			printf("%-6d %14.7f %14.7f %10.2e\n", s + 1, lc[s], lg[s], rel);
+	int ok = rc == DF_OK;
+	if (ok) {
+		printf("%-6s %14s %14s %14s\n", "step", names[0], names[1], names[2]);
+		for (int s = 0; s < steps; s++)
+			if (s < 3 || s == steps - 1 || s % 5 == 4)
+				printf("%-6d %14.7f %14.7f %14.7f\n", s + 1, loss[0][s], loss[1][s], loss[2][s]);
+		for (int k = 1; k < 3; k++) {
+			const float want = loss[0][steps - 1], got = loss[k][steps - 1];
+			const double rel = fabs((double)got - want) / fabs((double)want);
+			const int good = rel <= 1e-2 && isfinite(got);
+			printf("DiT-S/2 batch %lld, %d steps, %s: final loss rel diff %.2e against cpu (limit 1e-2): %s\n",
+			       (long long)batch, steps, names[k], rel, good ? "ok" : "FAIL");
+			ok = ok && good;
+		}
+		printf("DiT-S/2 step time: cpu %.3f s, cuda fp32 %.4f s, cuda bf16 %.4f s\n", step_s[0], step_s[1],
+		       step_s[2]);
 	}
-	const double final_rel = fabs((double)lg[steps - 1] - lc[steps - 1]) / fabs((double)lc[steps - 1]);
-	const int ok = final_rel <= 1e-2 && isfinite(lg[steps - 1]);
-	printf("DiT-S/2 batch %lld, %d steps: final loss rel diff %.2e (limit 1e-2), worst %.2e: %s\n",
-	       (long long)batch, steps, final_rel, worst, ok ? "ok" : "FAIL");
-	printf("DiT-S/2 step time: cpu %.3f s, cuda %.4f s\n", sc, sg);
-	free(lc);
-	free(lg);
+	for (int k = 0; k < 3; k++)
+		free(loss[k]);
 	return ok ? 0 : 1;
 }
 
@@ -494,29 +544,39 @@ static double dit_train_flops(const dit_config *c)
 
 static int run_throughput(df_ctx *gpu, const char *model, int64_t batch)
 {
+	/* MFU against the GEMM rate of the same precision. */
 	const double rate = gemm_rate(gpu);
-	int64_t tries[] = { batch, 256, 128, 64, 32, 16, 8 };
+	const char *autocast = getenv("DIFFUSE_CUDA_AUTOCAST");
+	const char *precision = autocast && !strcmp(autocast, "bf16") ? "bf16" : "fp32";
+	int64_t tries[] = { batch, 256, 128, 96, 64, 48, 32, 16, 8 };
+	struct trainer tr;
+	df_error err = { { 0 } };
+	if (trainer_open(&tr, gpu, model, &err) != DF_OK) {
+		fprintf(stderr, "%s: %s\n", model, err.msg);
+		trainer_close(&tr);
+		return 1;
+	}
 	for (size_t k = 0; k < sizeof tries / sizeof tries[0]; k++) {
-		if (tries[k] <= 0 || (k > 0 && tries[k] >= tries[0] && tries[0] > 0))
+		if (tries[k] <= 0 || (k > 0 && batch > 0 && tries[k] >= batch))
 			continue;
 		float loss[6];
 		double step_s = 0;
-		if (train(gpu, model, tries[k], 6, loss, &step_s) != DF_OK)
-			continue; /* most likely out of memory: a smaller batch */
-		dit_settings s = { model, 0, 0, 0, 0, 4.0, 0 };
-		df_backbone_shape shape = { { 4, 32, 32 }, 4, 1000, 1 };
-		dit_config cfg;
-		df_error err = { { 0 } };
-		dit_config_resolve(&cfg, &s, &shape, "dit", 0, &err);
-		const double ips = (double)tries[k] / step_s, flops = dit_train_flops(&cfg) * ips;
-		printf("%s float32 batch %lld: %.1f images/s, %.1f TFLOP/s, MFU %.1f%% of the measured GEMM rate "
+		if (train_steps(&tr, tries[k], 6, loss, &step_s, &err) != DF_OK) {
+			printf("%s batch %lld: %s; trying a smaller batch\n", model, (long long)tries[k], err.msg);
+			continue; /* most likely out of memory */
+		}
+		const dit_config *cfg = &tr.model->cfg;
+		const double ips = (double)tries[k] / step_s, flops = dit_train_flops(cfg) * ips;
+		printf("%s %s batch %lld: %.1f images/s, %.1f TFLOP/s, MFU %.1f%% of the measured GEMM rate "
 		       "%.1f TFLOP/s\n",
-		       model, (long long)tries[k], ips, flops / 1e12, rate > 0 ? 100.0 * flops / rate : 0.0,
+		       model, precision, (long long)tries[k], ips, flops / 1e12, rate > 0 ? 100.0 * flops / rate : 0.0,
 		       rate / 1e12);
-		printf("RESULT diffuse %s %lld %.2f %.2f %.2f\n", model, (long long)tries[k], ips, flops / 1e12,
-		       rate / 1e12);
+		printf("RESULT diffuse %s-%s %lld %.2f %.2f %.2f\n", model, precision, (long long)tries[k], ips,
+		       flops / 1e12, rate / 1e12);
+		trainer_close(&tr);
 		return 0;
 	}
+	trainer_close(&tr);
 	printf("%s: no batch size trained on this device\n", model);
 	return 1;
 }
@@ -537,14 +597,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const char *tf32 = getenv("DIFFUSE_CUDA_TF32");
+	const char *autocast = getenv("DIFFUSE_CUDA_AUTOCAST");
 	if (tf32 && !strcmp(tf32, "1"))
 		tolerance = 3e-4;
+	if (autocast && !strcmp(autocast, "bf16"))
+		tolerance = 1e-2;
 	printf("%s\n%s\n", df_ctx_describe(gpu), df_ctx_describe(cpu));
 	int rc;
 	if (!strcmp(mode, "ops"))
 		rc = run_ops(cpu, gpu);
 	else if (!strcmp(mode, "dit"))
-		rc = run_dit(cpu, gpu, argc > 2 ? atoi(argv[2]) : 20, argc > 3 ? atoll(argv[3]) : 64);
+		rc = run_dit(cpu, argc > 2 ? atoi(argv[2]) : 20, argc > 3 ? atoll(argv[3]) : 64);
 	else if (!strcmp(mode, "throughput"))
 		rc = run_throughput(gpu, argc > 2 ? argv[2] : "DiT-XL/2", argc > 3 ? atoll(argv[3]) : 0);
 	else {

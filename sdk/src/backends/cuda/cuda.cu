@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cudnn.h>
 
 #include "cuda_private.h"
@@ -107,6 +108,49 @@ static void cuda_zero(const df_backend *be, void *p, size_t bytes)
 
 /* ---- GEMM ------------------------------------------------------------- */
 
+/* bf16 autocast (DIFFUSE_CUDA_AUTOCAST=bf16): the products of linear,
+ * matmul and conv2d read bfloat16 copies of their float32 operands and
+ * accumulate in float32 into float32 outputs; weights, gradients and
+ * optimiser state stay float32 (the master copy). Attention stays float32. */
+static int dfi_cuda_autocast_bf16;
+/* DIFFUSE_CUDA_TF32=1: float32 products may use TF32 tensor cores. */
+static int allow_tf32;
+
+__global__ void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* A bfloat16 copy of n floats on the stream (NULL when out of memory);
+ * release with cudaFreeAsync after its last use. */
+static __nv_bfloat16 *bf16_copy(const float *src, int64_t n)
+{
+	__nv_bfloat16 *dst = NULL;
+	if (cudaMallocAsync((void **)&dst, (size_t)(n > 0 ? n : 1) * sizeof *dst, dfi_cuda.stream) != cudaSuccess)
+		return NULL;
+	to_bf16<<<dfi_cuda_blocks(n, 256), 256, 0, dfi_cuda.stream>>>(dst, src, n);
+	return dst;
+}
+
+/* The bf16 path of gemm_ld: operands spanning span_a and span_b floats. */
+static int gemm_bf16(float *c, int64_t ldc, int64_t stride_c, const float *a, int64_t lda, int64_t stride_a,
+                     int64_t span_a, const float *b, int64_t ldb, int64_t stride_b, int64_t span_b, int64_t batch,
+                     int64_t m, int64_t n, int64_t k, cublasOperation_t op_a, cublasOperation_t op_b, float alpha,
+                     float beta)
+{
+	__nv_bfloat16 *a16 = bf16_copy(a, span_a), *b16 = a16 ? bf16_copy(b, span_b) : NULL;
+	int ok = b16 && cublasGemmStridedBatchedEx(dfi_cuda.blas, op_b, op_a, (int)n, (int)m, (int)k, &alpha, b16,
+	                                           CUDA_R_16BF, (int)ldb, stride_b, a16, CUDA_R_16BF, (int)lda,
+	                                           stride_a, &beta, c, CUDA_R_32F, (int)ldc, stride_c, (int)batch,
+	                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+	if (a16)
+		cudaFreeAsync(a16, dfi_cuda.stream);
+	if (b16)
+		cudaFreeAsync(b16, dfi_cuda.stream);
+	return ok;
+}
+
 /* Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: swap
  * the operands and keep the transposition flags. */
 static void gemm_ld(float *c, int64_t ldc, int64_t stride_c, const float *a, int64_t lda, int64_t stride_a,
@@ -117,6 +161,15 @@ static void gemm_ld(float *c, int64_t ldc, int64_t stride_c, const float *a, int
 		return;
 	const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
 	const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+	if (dfi_cuda_autocast_bf16) {
+		/* Floats each operand spans: the last batch's rows end there. */
+		const int64_t span_a = (batch - 1) * stride_a + (trans_a ? k : m) * lda;
+		const int64_t span_b = (batch - 1) * stride_b + (trans_b ? n : k) * ldb;
+		if (gemm_bf16(c, ldc, stride_c, a, lda, stride_a, span_a, b, ldb, stride_b, span_b, batch, m, n, k, op_a,
+		              op_b, alpha, beta))
+			return;
+		report("bf16 GEMM", "declined; this product runs in float32");
+	}
 	CUBLAS_CHECK(cublasSgemmStridedBatched(dfi_cuda.blas, op_b, op_a, (int)n, (int)m, (int)k, &alpha, b,
 	                                       (int)ldb, stride_b, a, (int)lda, stride_a, &beta, c, (int)ldc,
 	                                       stride_c, (int)batch));
@@ -144,9 +197,7 @@ static int lt_linear(float *out, const float *x, const float *w, const float *b,
 	int ok = 0;
 	const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
 	const cublasLtEpilogue_t epi = b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-	const cublasComputeType_t compute = getenv("DIFFUSE_CUDA_TF32") && !strcmp(getenv("DIFFUSE_CUDA_TF32"), "1")
-	                                            ? CUBLAS_COMPUTE_32F_FAST_TF32
-	                                            : CUBLAS_COMPUTE_32F;
+	const cublasComputeType_t compute = allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 	const float one = 1.0f, zero = 0.0f;
 	cublasLtMatmulHeuristicResult_t heur;
 	int found = 0;
@@ -202,7 +253,7 @@ static void cuda_linear_forward(const df_backend *be, float *out, const float *x
 {
 	if (m == 0 || o == 0)
 		return;
-	if (in > 0 && lt_linear(out, x, w, b, m, in, o))
+	if (in > 0 && !dfi_cuda_autocast_bf16 && lt_linear(out, x, w, b, m, in, o))
 		return;
 	/* cuBLAS fallback: out = x w^T, then the bias. */
 	dfi_cuda_gemm(out, x, w, 1, m, o, in, 0, 1, 1.0f, 0.0f);
@@ -522,11 +573,14 @@ extern "C" int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len)
 			snprintf(msg, msg_len, "cuBLAS: %s", cublasGetStatusString(st));
 			return -1;
 		}
-		const char *tf32 = getenv("DIFFUSE_CUDA_TF32");
-		cublasSetMathMode(dfi_cuda.blas, tf32 && !strcmp(tf32, "1") ? CUBLAS_TF32_TENSOR_OP_MATH
-		                                                            : CUBLAS_PEDANTIC_MATH);
 		cuda_ready = 1;
 	}
+	/* Precision is read at every context creation; it applies to every
+	 * cuda context of the process from then on. */
+	const char *autocast = getenv("DIFFUSE_CUDA_AUTOCAST"), *tf32 = getenv("DIFFUSE_CUDA_TF32");
+	dfi_cuda_autocast_bf16 = autocast && !strcmp(autocast, "bf16");
+	allow_tf32 = tf32 && !strcmp(tf32, "1");
+	cublasSetMathMode(dfi_cuda.blas, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
 	memset(be, 0, sizeof *be);
 	be->name = "cuda";
 	be->threads = 1;
@@ -551,7 +605,8 @@ extern "C" void dfi_cuda_describe(char *buf, size_t n)
 		snprintf(buf, n, "cuda: device %d", dfi_cuda.device);
 		return;
 	}
-	snprintf(buf, n, "cuda: %s (sm_%d%d, %d SMs, %.0f GiB), CUDA runtime %d.%d, cuBLAS(Lt), cuDNN %zu",
+	snprintf(buf, n, "cuda: %s (sm_%d%d, %d SMs, %.0f GiB), CUDA runtime %d.%d, cuBLAS(Lt), cuDNN %zu, products %s",
 	         prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-	         (double)prop.totalGlobalMem / (1u << 30), rt / 1000, (rt % 1000) / 10, cudnnGetVersion());
+	         (double)prop.totalGlobalMem / (1u << 30), rt / 1000, (rt % 1000) / 10, cudnnGetVersion(),
+	         dfi_cuda_autocast_bf16 ? "bf16 autocast" : allow_tf32 ? "tf32 allowed" : "float32");
 }

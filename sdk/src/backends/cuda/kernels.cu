@@ -116,7 +116,10 @@ void dfi_cuda_column_sums(float *out, const float *x, int64_t batch, int64_t row
 {
 	if (batch == 0 || cols == 0)
 		return;
-	const int64_t chunk_rows = rows < 256 ? (rows > 0 ? rows : 1) : 256;
+	/* Chunks of at least 256 rows, at most 4096 chunks (grid limits). */
+	int64_t chunk_rows = rows < 256 ? (rows > 0 ? rows : 1) : 256;
+	if ((rows + chunk_rows - 1) / chunk_rows > 4096)
+		chunk_rows = (rows + 4095) / 4096;
 	const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
 	if (chunks == 0)
 		return;
