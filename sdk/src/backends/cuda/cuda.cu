@@ -1,5 +1,6 @@
 /* The CUDA backend: device, memory and the cuBLAS-backed slots (linear,
- * batched matmul, convolution as im2col + GEMM, attention as batched GEMMs
+ * batched matmul, convolution through cuDNN with an im2col + GEMM fallback,
+ * attention as batched GEMMs
  * around a row softmax). Pointwise, normalisation and reduction kernels
  * are in kernels.cu.
  *
@@ -115,6 +116,11 @@ static void cuda_zero(const df_backend *be, void *p, size_t bytes)
 static int dfi_cuda_autocast_bf16;
 /* DIFFUSE_CUDA_TF32=1: float32 products may use TF32 tensor cores. */
 static int allow_tf32;
+
+int dfi_cuda_allow_tf32(void)
+{
+	return allow_tf32;
+}
 
 __global__ void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n)
 {
@@ -297,7 +303,7 @@ static void cuda_matmul_backward(const df_backend *be, float *da, float *db, con
 	}
 }
 
-/* ---- convolution: im2col + cuBLAS, one image at a time ----------------- */
+/* ---- convolution: cuDNN (conv.cu), else im2col + cuBLAS per image ------ */
 
 /* col (cin kh kw, ho wo) of image x (cin, h, w). */
 __global__ void im2col(float *col, const float *x, struct df_conv2d_shape s)
@@ -352,9 +358,18 @@ __global__ void add_bias_channels(float *out, const float *b, int64_t n, int64_t
 		out[i] += b[(i / P) % c];
 }
 
-static size_t cuda_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+/* The workspace serves either path: cuDNN's (first) or im2col's columns
+ * (when cuDNN declines at run time). */
+static size_t im2col_bytes(const struct df_conv2d_shape *s)
 {
 	return 2 * (size_t)(s->cin * s->kh * s->kw) * (size_t)(s->ho * s->wo) * sizeof(float);
+}
+
+static size_t cuda_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+{
+	int ok;
+	const size_t cudnn = dfi_cudnn_conv_workspace(s, &ok), cols = im2col_bytes(s);
+	return cudnn > cols ? cudnn : cols;
 }
 
 static void cuda_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
@@ -362,6 +377,14 @@ static void cuda_conv2d_forward(const df_backend *be, const struct df_conv2d_sha
 {
 	const int64_t K = s->cin * s->kh * s->kw, P = s->ho * s->wo;
 	float *col = (float *)workspace;
+	int ok;
+	const size_t ws = dfi_cudnn_conv_workspace(s, &ok);
+	if (ok && ws <= cuda_conv2d_workspace(be, s) && dfi_cudnn_conv_forward(s, out, x, w, workspace, ws)) {
+		if (b)
+			add_bias_channels<<<dfi_cuda_blocks(s->n * s->cout * P, 256), 256, 0, dfi_cuda.stream>>>(
+				out, b, s->n, s->cout, P);
+		return;
+	}
 	for (int64_t i = 0; i < s->n; i++) {
 		im2col<<<dfi_cuda_blocks(K * P, 256), 256, 0, dfi_cuda.stream>>>(col, x + i * s->cin * s->h * s->w, *s);
 		dfi_cuda_gemm(out + i * s->cout * P, w, col, 1, s->cout, P, K, 0, 0, 1.0f, 0.0f);
@@ -376,7 +399,16 @@ static void cuda_conv2d_backward(const df_backend *be, const struct df_conv2d_sh
 {
 	const int64_t K = s->cin * s->kh * s->kw, P = s->ho * s->wo;
 	float *col = (float *)workspace, *dcol = col + K * P;
-	for (int64_t i = 0; i < s->n; i++) {
+	int ok;
+	const size_t ws = dfi_cudnn_conv_workspace(s, &ok);
+	/* Each gradient cuDNN computes is cleared from the fallback's list. */
+	if (ok && ws <= cuda_conv2d_workspace(be, s)) {
+		if (dw && dfi_cudnn_conv_backward_filter(s, dw, dout, x, workspace, ws))
+			dw = NULL;
+		if (dx && dfi_cudnn_conv_backward_data(s, dx, dout, w, workspace, ws))
+			dx = NULL;
+	}
+	for (int64_t i = 0; i < s->n && (dw || dx); i++) {
 		const float *dout_i = dout + i * s->cout * P;
 		if (dw) { /* dw (cout, K) += dout_i (cout, P) col^T */
 			im2col<<<dfi_cuda_blocks(K * P, 256), 256, 0, dfi_cuda.stream>>>(col, x + i * s->cin * s->h * s->w,

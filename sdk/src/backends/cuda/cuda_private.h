@@ -48,6 +48,19 @@ void dfi_cuda_attention_score_grads(float *dp, const float *p, const float *dout
                                                int64_t samples, int64_t heads, int64_t tq, int64_t tk, int64_t hd,
                                                int64_t ldo);
 
+/* Whether float32 products may use TF32 (DIFFUSE_CUDA_TF32=1). */
+int dfi_cuda_allow_tf32(void);
+
+/* conv2d through cuDNN (conv.cu); each returns 0 when cuDNN declines,
+ * and the caller falls back to im2col + cuBLAS. Backward accumulates. */
+size_t dfi_cudnn_conv_workspace(const struct df_conv2d_shape *s, int *ok);
+int dfi_cudnn_conv_forward(const struct df_conv2d_shape *s, float *out, const float *x, const float *w,
+                           void *workspace, size_t workspace_bytes);
+int dfi_cudnn_conv_backward_filter(const struct df_conv2d_shape *s, float *dw, const float *dout, const float *x,
+                                   void *workspace, size_t workspace_bytes);
+int dfi_cudnn_conv_backward_data(const struct df_conv2d_shape *s, float *dx, const float *dout, const float *w,
+                                 void *workspace, size_t workspace_bytes);
+
 /* Each family fills its slots. */
 void dfi_cuda_install_blas(df_backend *be);
 void dfi_cuda_install_kernels(df_backend *be);
