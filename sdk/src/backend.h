@@ -254,6 +254,9 @@ struct df_backend {
 	void (*adamw_step)(const df_backend *be, float *params, const float *grads, float *m, float *v,
 	                   const uint8_t *decay_mask, int64_t n, const struct df_adamw_factors *f);
 	void (*ema_update)(const df_backend *be, float *ema, const float *params, int64_t n, float decay);
+	/* Index of the first non-finite value of x[0..n), or -1; NULL on a
+	 * backend whose memory the host reads directly (cpu). */
+	int64_t (*first_nonfinite)(const df_backend *be, const float *x, int64_t n);
 };
 
 /* Backend constructors (internal names start with dfi_, so libdiffuse does

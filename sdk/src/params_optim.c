@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "diffuse/optim.h"
 #include "core.h"
@@ -62,4 +63,41 @@ int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *er
 	else
 		df_ema_update(dst, src, (size_t)n, decay);
 	return DF_OK;
+}
+
+/* First non-finite element of x[0..n) on be, or -1. */
+static int64_t first_nonfinite(const df_backend *be, const float *x, int64_t n)
+{
+	if (be->first_nonfinite)
+		return be->first_nonfinite(be, x, n);
+	for (int64_t i = 0; i < n; i++) /* host memory (cpu) */
+		if (!isfinite(x[i]))
+			return i;
+	return -1;
+}
+
+int df_params_check_finite(df_params *p, int part, df_error *err)
+{
+	if (part != DF_PARAMS_VALUES && part != DF_PARAMS_GRADS)
+		return df_error_set(err, DF_EINVAL, "check finite: part %d is neither values nor gradients", part);
+	float *block = p ? df_params_block(p, (enum df_params_part)part) : NULL;
+	const df_backend *be = p ? block_backend(p) : NULL;
+	if (!block || !be)
+		return df_error_set(err, DF_EINVAL, "check finite: the parameter block is empty or not finalized");
+	const int64_t bad = first_nonfinite(be, block, df_params_trainable_numel(p));
+	if (bad < 0)
+		return DF_OK;
+	/* The tensor holding element `bad`: the last whose offset is <= bad. */
+	size_t owner = 0;
+	int64_t owner_offset = -1;
+	for (size_t i = 0; i < df_params_count(p); i++) {
+		const int64_t at = df_params_offset(p, i);
+		if (at <= bad && at > owner_offset) {
+			owner = i;
+			owner_offset = at;
+		}
+	}
+	const df_tensor *t = df_params_at(p, owner);
+	return df_error_set(err, DF_ENUMERIC, "non-finite %s: %s, element %lld",
+	                    part == DF_PARAMS_GRADS ? "gradient" : "value", t->name ? t->name : "(unnamed)", (long long)(bad - owner_offset));
 }

@@ -264,6 +264,77 @@ static double normwise(const float *got, const float *want, int64_t n)
 	return scale > 0 ? diff / scale : diff;
 }
 
+/* AdamW (3 steps), EMA and the finiteness check over a parameter block:
+ * out gets the values then the EMA (2 n floats), msg the check's message
+ * after a NaN gradient. */
+static int optimiser_case(df_ctx *ctx, float *out, int64_t n, char *msg, size_t msg_len)
+{
+	df_error err = { { 0 } };
+	df_params *p = df_params_create(ctx), *ema = df_params_create(ctx);
+	df_tensor *w = df_params_add(p, "w", DF_SHAPE(n - 101), 0), *b = df_params_add(p, "b", DF_SHAPE(101), 0);
+	df_params_add(ema, "w", DF_SHAPE(n - 101), 0);
+	df_params_add(ema, "b", DF_SHAPE(101), 0);
+	int rc = df_params_finalize(p, &err);
+	if (rc == DF_OK)
+		rc = df_params_finalize(ema, &err);
+	float *host = malloc((size_t)n * sizeof(float));
+	fill(host, n, -1, 1, 4000);
+	if (rc == DF_OK)
+		rc = df_params_write(p, host, &err);
+	if (rc == DF_OK)
+		rc = df_params_write(ema, host, &err);
+	fill(host, n, -2, 2, 4001);
+	host[n - 50] = NAN; /* for the finiteness check, after the updates */
+	df_adamw_config c = df_adamw_defaults();
+	c.lr = 0.01;
+	for (int t = 1; t <= 4 && rc == DF_OK; t++) {
+		df_graph *g = df_graph_create(ctx, 0);
+		const int nan_step = t == 4;
+		host[n - 50] = nan_step ? NAN : 0.5f;
+		df_tensor *gw = df_tensor_from_host(g, host, DF_SHAPE(n - 101));
+		df_tensor *gb = df_tensor_from_host(g, host + n - 101, DF_SHAPE(101));
+		df_tensor *loss = df_add(g, df_sum(g, df_mul(g, w, gw)), df_sum(g, df_mul(g, b, gb)));
+		df_params_zero_grad(p);
+		rc = df_backward(g, loss, &err);
+		df_graph_destroy(g);
+		if (rc == DF_OK && nan_step) {
+			rc = df_params_check_finite(p, DF_PARAMS_GRADS, &err) == DF_ENUMERIC ? DF_OK : DF_EINVAL;
+			snprintf(msg, msg_len, "%s", err.msg);
+		} else if (rc == DF_OK) {
+			rc = df_params_adamw_step(p, &c, t, &err);
+			if (rc == DF_OK)
+				rc = df_params_ema_update(ema, p, 0.9f, &err);
+		}
+	}
+	if (rc == DF_OK)
+		rc = df_params_read(p, out, &err);
+	if (rc == DF_OK)
+		rc = df_params_read(ema, out + n, &err);
+	if (rc != DF_OK)
+		fprintf(stderr, "optimiser on %s: %s\n", df_ctx_device(ctx), err.msg);
+	free(host);
+	df_params_destroy(p);
+	df_params_destroy(ema);
+	return rc;
+}
+
+static int run_optimiser(df_ctx *cpu, df_ctx *gpu)
+{
+	const int64_t n = 100003;
+	float *want = malloc(2 * (size_t)n * sizeof(float)), *got = malloc(2 * (size_t)n * sizeof(float));
+	char msg_cpu[512] = "", msg_gpu[512] = "";
+	int ok = optimiser_case(cpu, want, n, msg_cpu, sizeof msg_cpu) == DF_OK &&
+	         optimiser_case(gpu, got, n, msg_gpu, sizeof msg_gpu) == DF_OK;
+	const double e = ok ? normwise(got, want, 2 * n) : INFINITY;
+	ok = ok && e <= tolerance && !strcmp(msg_cpu, msg_gpu);
+	printf("%-30s %12.3g %12s  %s\n", "adamw + ema + finite check", e, "-", ok ? "ok" : "FAIL");
+	if (strcmp(msg_cpu, msg_gpu))
+		printf("  check messages differ: cpu \"%s\", cuda \"%s\"\n", msg_cpu, msg_gpu);
+	free(want);
+	free(got);
+	return ok;
+}
+
 static int run_ops(df_ctx *cpu, df_ctx *gpu)
 {
 	int failed = 0;
@@ -292,7 +363,8 @@ static int run_ops(df_ctx *cpu, df_ctx *gpu)
 		result_free(&want);
 		result_free(&got);
 	}
-	printf("ops: %d of %d within %.0e\n", n - failed, n, tolerance);
+	failed += !run_optimiser(cpu, gpu);
+	printf("ops: %d of %d within %.0e\n", n + 1 - failed, n + 1, tolerance);
 	return failed ? 1 : 0;
 }
 

@@ -59,6 +59,11 @@ void df_ema_update(float *ema, const float *params, size_t n, float decay);
 typedef struct df_params df_params;
 int df_params_adamw_step(df_params *p, const df_adamw_config *cfg, int64_t t, df_error *err);
 int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *err);
+/* DF_OK when every trainable value of `part` (DF_PARAMS_VALUES or
+ * DF_PARAMS_GRADS, see tensor.h) is finite; otherwise DF_ENUMERIC with err
+ * naming the first tensor holding a NaN or infinity and the element, so a
+ * training loop can stop before the bad update reaches a checkpoint. */
+int df_params_check_finite(df_params *p, int part, df_error *err);
 
 /* The decay to use at 0-based EMA step k: min(decay, (1 + k) / (10 + k))
  * when warmup is non-zero, else decay. */

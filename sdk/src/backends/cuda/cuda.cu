@@ -25,8 +25,8 @@ struct dfi_cuda_state dfi_cuda;
 static int cuda_ready;
 
 /* A failing call in a slot has nowhere to report (slots return void): it is
- * printed once per kind, and the next synchronising read (to_host) sees the
- * sticky error. */
+ * printed to stderr, and a sticky device error shows again at the next
+ * synchronising read (to_host). */
 static void report(const char *what, const char *detail)
 {
 	fprintf(stderr, "diffuse cuda: %s: %s\n", what, detail);

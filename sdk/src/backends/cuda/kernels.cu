@@ -1104,8 +1104,49 @@ static void cuda_ema_update(const df_backend *be, float *ema, const float *param
 	for_each(n, [=] __device__(int64_t i) { ema[i] = decay * ema[i] + take * params[i]; });
 }
 
+/* ---- non-finite search: the smallest bad index (order-free) ----------- */
+
+#define NONFINITE_BLOCKS 1024
+
+__global__ void first_nonfinite_partial(int64_t *partial, const float *x, int64_t n)
+{
+	__shared__ int64_t best[THREADS];
+	int64_t mine = INT64_MAX;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n && mine == INT64_MAX;
+	     i += (int64_t)gridDim.x * blockDim.x)
+		if (!isfinite(x[i]))
+			mine = i;
+	best[threadIdx.x] = mine;
+	__syncthreads();
+	for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+		if ((int)threadIdx.x < w && best[threadIdx.x + w] < best[threadIdx.x])
+			best[threadIdx.x] = best[threadIdx.x + w];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		partial[blockIdx.x] = best[0];
+}
+
+static int64_t cuda_first_nonfinite(const df_backend *be, const float *x, int64_t n)
+{
+	if (n <= 0)
+		return -1;
+	int64_t *partial = (int64_t *)dfi_cuda_scratch(NONFINITE_BLOCKS * sizeof(int64_t));
+	int64_t host[NONFINITE_BLOCKS];
+	if (!partial)
+		return -1;
+	first_nonfinite_partial<<<NONFINITE_BLOCKS, THREADS, 0, dfi_cuda.stream>>>(partial, x, n);
+	cudaMemcpyAsync(host, partial, sizeof host, cudaMemcpyDeviceToHost, dfi_cuda.stream);
+	cudaStreamSynchronize(dfi_cuda.stream);
+	int64_t first = INT64_MAX;
+	for (int b = 0; b < NONFINITE_BLOCKS; b++)
+		first = host[b] < first ? host[b] : first;
+	return first == INT64_MAX ? -1 : first;
+}
+
 void dfi_cuda_install_kernels(df_backend *be)
 {
+	be->first_nonfinite = cuda_first_nonfinite;
 	be->binary_forward = cuda_binary_forward;
 	be->binary_backward = cuda_binary_backward;
 	be->affine_forward = cuda_affine_forward;
