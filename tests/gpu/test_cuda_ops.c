@@ -1,8 +1,13 @@
 /* The CUDA backend against the CPU backend, run by tests/gpu/run.sh.
  *
  *   test_cuda_ops ops                  every op, forward and gradients
- *   test_cuda_ops dit [steps] [batch]  DiT-S/2 training: loss on cpu, on cuda
- *                                      in float32 and in bf16 autocast
+ *   test_cuda_ops dit [steps] [batch] [cpu-file]
+ *                                      DiT-S/2 training: loss on cpu, on cuda
+ *                                      in float32 and in bf16 autocast (the
+ *                                      cpu losses from the file dit-cpu
+ *                                      wrote, when given)
+ *   test_cuda_ops dit-cpu steps batch file
+ *                                      only the cpu losses, into file
  *   test_cuda_ops throughput [model] [batch]
  *                                      DiT training images/s and MFU (cuda;
  *                                      DIFFUSE_CUDA_AUTOCAST=bf16 for bf16)
@@ -539,8 +544,49 @@ static df_ctx *cuda_context(int bf16)
 	return ctx;
 }
 
+/* The CPU reference of the DiT-S/2 check, written to `path` (one loss a
+ * line, then the seconds per step), so run.sh can compute it on the host's
+ * cores while the GPU checks run. */
+static int run_dit_cpu(df_ctx *cpu, int steps, int64_t batch, const char *path)
+{
+	float *loss = calloc((size_t)steps, sizeof(float));
+	double step_s = 0;
+	int rc = train(cpu, "DiT-S/2", batch, steps, loss, &step_s);
+	FILE *f = rc == DF_OK ? fopen(path, "w") : NULL;
+	if (f) {
+		for (int s = 0; s < steps; s++)
+			fprintf(f, "%.9g\n", loss[s]);
+		fprintf(f, "%.6f\n", step_s);
+		rc = fclose(f) == 0 ? DF_OK : DF_EIO;
+	} else if (rc == DF_OK) {
+		fprintf(stderr, "%s: cannot write\n", path);
+		rc = DF_EIO;
+	}
+	free(loss);
+	return rc == DF_OK ? 0 : 1;
+}
+
+/* The CPU losses of run_dit_cpu (or, without a file, computed here). */
+static int cpu_losses(df_ctx *cpu, int steps, int64_t batch, const char *path, float *loss, double *step_s)
+{
+	if (!path)
+		return train(cpu, "DiT-S/2", batch, steps, loss, step_s);
+	FILE *f = fopen(path, "r");
+	int got = 0;
+	if (f) {
+		while (got < steps && fscanf(f, "%f", &loss[got]) == 1)
+			got++;
+		if (fscanf(f, "%lf", step_s) != 1)
+			got = 0;
+		fclose(f);
+	}
+	if (got != steps)
+		fprintf(stderr, "%s: no CPU reference of %d steps\n", path, steps);
+	return got == steps ? DF_OK : DF_EIO;
+}
+
 /* DiT-S/2 on the CPU, on CUDA in float32 and in bf16 autocast. */
-static int run_dit(df_ctx *cpu, int steps, int64_t batch)
+static int run_dit(df_ctx *cpu, int steps, int64_t batch, const char *cpu_path)
 {
 	float *loss[3];
 	double step_s[3] = { 0, 0, 0 };
@@ -548,12 +594,14 @@ static int run_dit(df_ctx *cpu, int steps, int64_t batch)
 	int rc = DF_OK;
 	for (int k = 0; k < 3; k++)
 		loss[k] = calloc((size_t)steps, sizeof(float));
-	for (int k = 0; k < 3 && rc == DF_OK; k++) {
-		df_ctx *ctx = k == 0 ? cpu : cuda_context(k == 2);
+	for (int k = 1; k < 3 && rc == DF_OK; k++) {
+		df_ctx *ctx = cuda_context(k == 2);
 		rc = ctx ? train(ctx, "DiT-S/2", batch, steps, loss[k], &step_s[k]) : DF_ENOTSUP;
-		if (k > 0 && ctx)
+		if (ctx)
 			df_ctx_destroy(ctx);
 	}
+	if (rc == DF_OK)
+		rc = cpu_losses(cpu, steps, batch, cpu_path, loss[0], &step_s[0]);
 	int ok = rc == DF_OK;
 	if (ok) {
 		printf("%-6s %14s %14s %14s\n", "step", names[0], names[1], names[2]);
@@ -679,11 +727,14 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "ops"))
 		rc = run_ops(cpu, gpu);
 	else if (!strcmp(mode, "dit"))
-		rc = run_dit(cpu, argc > 2 ? atoi(argv[2]) : 20, argc > 3 ? atoll(argv[3]) : 64);
+		rc = run_dit(cpu, argc > 2 ? atoi(argv[2]) : 20, argc > 3 ? atoll(argv[3]) : 64, argc > 4 ? argv[4] : NULL);
+	else if (!strcmp(mode, "dit-cpu") && argc > 4)
+		rc = run_dit_cpu(cpu, atoi(argv[2]), atoll(argv[3]), argv[4]);
 	else if (!strcmp(mode, "throughput"))
 		rc = run_throughput(gpu, argc > 2 ? argv[2] : "DiT-XL/2", argc > 3 ? atoll(argv[3]) : 0);
 	else {
-		fprintf(stderr, "usage: test_cuda_ops [ops | dit [steps] [batch] | throughput [model] [batch]]\n");
+		fprintf(stderr, "usage: test_cuda_ops [ops | dit [steps] [batch] [cpu-file] | dit-cpu steps batch file |\n"
+		                "                      throughput [model] [batch]]\n");
 		rc = 2;
 	}
 	df_ctx_destroy(cpu);
