@@ -612,7 +612,7 @@ extern "C" int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len)
 	const char *autocast = getenv("DIFFUSE_CUDA_AUTOCAST"), *tf32 = getenv("DIFFUSE_CUDA_TF32");
 	dfi_cuda_autocast_bf16 = autocast && !strcmp(autocast, "bf16");
 	allow_tf32 = tf32 && !strcmp(tf32, "1");
-	cublasSetMathMode(dfi_cuda.blas, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+	cublasSetMathMode(dfi_cuda.blas, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	memset(be, 0, sizeof *be);
 	be->name = "cuda";
 	be->threads = 1;
