@@ -1,8 +1,9 @@
 /* AdamW, EMA and the finiteness check over a whole parameter block
  * (df_params_adamw_step, df_params_ema_update, df_params_check_finite) on
  * the cpu backend: the same numbers as the host functions of optim.c, and
- * the first bad tensor named. The cuda backend runs the same comparisons
- * in tests/gpu/test_cuda_ops. */
+ * the first bad tensor named; and the one-line refusal of device "cuda"
+ * where it cannot run. The cuda backend runs the same comparisons in
+ * tests/gpu/test_cuda_ops. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,9 +132,31 @@ static void test_check_finite_names_the_tensor(void **state)
 	close_block(&f);
 }
 
+/* device "cuda": a context, or DF_ENOTSUP with one line naming the device
+ * (a build without the backend, a machine without a GPU or driver). */
+static void test_cuda_context_or_one_line(void **state)
+{
+	(void)state;
+	df_ctx *ctx = NULL;
+	df_error err = { { 0 } };
+	const int rc = df_ctx_create(&ctx, "cuda", 0, &err);
+	if (rc == DF_OK) {
+		assert_string_equal(df_ctx_device(ctx), "cuda");
+		assert_non_null(strstr(df_backends(), "cuda"));
+		df_ctx_destroy(ctx);
+		return;
+	}
+	assert_int_equal(rc, DF_ENOTSUP);
+	assert_null(ctx);
+	assert_true(strncmp(err.msg, "device cuda: ", 13) == 0);
+	assert_null(strchr(err.msg, '\n'));
+	assert_int_equal(df_ctx_create(&ctx, "tpu", 0, &err), DF_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cuda_context_or_one_line),
 		cmocka_unit_test(test_adamw_matches_host_step),
 		cmocka_unit_test(test_ema_update),
 		cmocka_unit_test(test_check_finite_names_the_tensor),
