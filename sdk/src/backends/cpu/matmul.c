@@ -5,40 +5,65 @@
 #include <omp.h>
 #include "cpu.h"
 
+/* Linear layers run in one OpenMP region per call (a barrier costs most
+ * when other work shares the cores): each thread takes a range of rows,
+ * 16-aligned, and calls single-threaded sgemm on it. */
+static void thread_range(int64_t len, int64_t *i0, int64_t *i1)
+{
+	int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+	int64_t per = ((len + nt - 1) / nt + 15) & ~(int64_t)15;
+	*i0 = id * per < len ? id * per : len;
+	*i1 = *i0 + per < len ? *i0 + per : len;
+}
+
+/* Whether a product of this size is worth the threads. */
+static int linear_threads(const df_backend *be, int64_t m, int64_t in, int64_t o)
+{
+	dfi_cpu_blas_single_thread();
+	return be->threads > 1 && m * in * o >= ((int64_t)1 << 21) ? be->threads : 1;
+}
+
 static void cpu_linear_forward(const df_backend *be, float *out, const float *x, const float *w, const float *b,
                                int64_t m, int64_t in, int64_t o)
 {
-	float beta = 0.0f;
-	if (b) {
-		/* Start from the bias and let sgemm add into it (beta 1). */
-#pragma omp parallel for num_threads(be->threads) if (m * o > DFI_CPU_PARALLEL_MIN)
-		for (int64_t r = 0; r < m; r++)
-			for (int64_t c = 0; c < o; c++)
-				out[r * o + c] = b[c];
-		beta = 1.0f;
+#pragma omp parallel num_threads(linear_threads(be, m, in, o))
+	{
+		int64_t r0, r1;
+		thread_range(m, &r0, &r1);
+		if (r0 < r1) {
+			/* Start from the bias and let sgemm add into it (beta 1). */
+			for (int64_t r = r0; b && r < r1; r++)
+				for (int64_t c = 0; c < o; c++)
+					out[r * o + c] = b[c];
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)o, (int)in, 1.0f,
+			            x + r0 * in, (int)in, w, (int)in, b ? 1.0f : 0.0f, out + r0 * o, (int)o);
+		}
 	}
-	dfi_cpu_gemm(be, 0, 1, m, o, in, 1.0f, x, in, w, in, beta, out, o);
 }
 
+/* Each thread computes its rows of dx (rows of the batch) and its rows of
+ * dw and db (output features): dw[o0:o1] += dout[:, o0:o1]^T x, and the
+ * matching column sums of dout in row order, so db does not depend on the
+ * thread count. */
 static void cpu_linear_backward(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
                                 const float *x, const float *w, int64_t m, int64_t in, int64_t o)
 {
-	if (dx) /* dx (m, in) += dout (m, o) w (o, in) */
-		dfi_cpu_gemm(be, 0, 0, m, in, o, 1.0f, dout, o, w, in, 1.0f, dx, in);
-	if (dw) /* dw (o, in) += dout^T (o, m) x (m, in) */
-		dfi_cpu_gemm(be, 1, 0, o, in, m, 1.0f, dout, o, x, in, 1.0f, dw, in);
-	if (db) {
-		/* Column sums: each thread owns a range of columns, rows in order,
-		 * so the result does not depend on the thread count. */
-#pragma omp parallel num_threads(be->threads) if (m * o > DFI_CPU_PARALLEL_MIN)
-		{
-			int nt = omp_get_num_threads(), id = omp_get_thread_num();
-			int64_t c0 = o * id / nt, c1 = o * (id + 1) / nt;
-			for (int64_t r = 0; r < m; r++) {
-				const float *row = dout + r * o;
-				for (int64_t c = c0; c < c1; c++)
-					db[c] += row[c];
-			}
+#pragma omp parallel num_threads(linear_threads(be, m, in, o))
+	{
+		int64_t r0, r1, o0, o1;
+		thread_range(m, &r0, &r1);
+		thread_range(o, &o0, &o1);
+		if (dx && r0 < r1) /* dx (m, in) += dout (m, o) w (o, in) */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)in, (int)o, 1.0f,
+			            dout + r0 * o, (int)o, w, (int)in, 1.0f, dx + r0 * in, (int)in);
+		if (dw && o0 < o1) /* dw (o, in) += dout^T (o, m) x (m, in) */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(o1 - o0), (int)in, (int)m, 1.0f, dout + o0,
+			            (int)o, x, (int)in, 1.0f, dw + o0 * in, (int)in);
+		for (int64_t r = 0; db && o0 < o1 && r < m; r++) {
+			const float *row = dout + r * o;
+#pragma omp simd
+			for (int64_t c = o0; c < o1; c++)
+				db[c] += row[c];
 		}
 	}
 }
