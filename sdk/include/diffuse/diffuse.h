@@ -7,6 +7,9 @@
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
 #include "diffuse/runtime.h"
+#include "diffuse/io.h"
+#include "diffuse/optim.h"
+#include "diffuse/rng.h"
 
 #ifdef __cplusplus
 extern "C" {
