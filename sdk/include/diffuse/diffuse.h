@@ -10,6 +10,8 @@
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
+#include "diffuse/process.h"
+#include "diffuse/sampling.h"
 
 #ifdef __cplusplus
 extern "C" {
