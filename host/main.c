@@ -4,6 +4,7 @@
  * Exit status: 0 success, 1 a failure while running, 2 a usage or
  * pipeline error (nothing was run). */
 #include "config.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,29 @@ static void print_refusals(const df_registry *reg)
 {
 	for (; refusals_printed < df_registry_refusal_count(reg); refusals_printed++)
 		fprintf(stderr, "%s\n", df_registry_refusal(reg, refusals_printed));
+}
+
+/* A diffuse run from its build tree (not installed) uses that tree's
+ * plugins in place of the install's, so `./host/diffuse plugins` after
+ * `make` shows what was just built, not an older installed copy. */
+static void use_build_tree_plugins(void)
+{
+#if defined(DF_BUILD_DIR) && defined(DF_BUILD_PLUGIN_PATH)
+	if (getenv("DIFFUSE_PLUGIN_SYSTEM_PATH"))
+		return;
+	char exe[PATH_MAX];
+	if (!realpath("/proc/self/exe", exe))
+		return;
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	char build_host[PATH_MAX];
+	snprintf(build_host, sizeof build_host, "%s/host/.libs", DF_BUILD_DIR);
+	char real_build_host[PATH_MAX];
+	if (realpath(build_host, real_build_host) && strcmp(exe, real_build_host) == 0)
+		setenv("DIFFUSE_PLUGIN_SYSTEM_PATH", DF_BUILD_PLUGIN_PATH, 1);
+#endif
 }
 
 static df_registry *open_registry(void)
@@ -471,6 +495,7 @@ static void print_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+	use_build_tree_plugins();
 	if (argc < 2) {
 		print_usage(stderr);
 		return EXIT_USAGE;

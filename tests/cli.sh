@@ -43,6 +43,11 @@ grep_in out "usage: diffuse check PIPELINE"
 expect 0 "$diffuse" run --help
 grep_in out "--runs-dir"
 
+# Run from the build tree with no plugin variables, diffuse finds the
+# build's plugins, not an installed copy's.
+expect 0 env -u DIFFUSE_PLUGIN_SYSTEM_PATH -u DIFFUSE_PLUGIN_PATH "$diffuse" plugins
+grep_in out "$DF_TOP_BUILDDIR/plugins/dataset/shapes/.libs/shapes.so"
+
 # plugins: the build's plugins plus the good fixture; the bad ones refused.
 export DIFFUSE_PLUGIN_PATH="$DIFFUSE_PLUGIN_PATH:$DF_FIXTURE_DIR"
 expect 0 "$diffuse" plugins
@@ -117,6 +122,11 @@ expect 1 "$diffuse" run "$tmp/good.cfg" --runs-dir "$tmp/file/runs"
 grep_in err "not a directory"
 expect 2 "$diffuse" run "$tmp/misspelt.cfg" --runs-dir "$tmp/runs2"
 test ! -e "$tmp/runs2" || { echo "FAIL: a bad pipeline made a run folder"; failures=$((failures + 1)); }
+
+# Every shipped pipeline is valid with the plugins of this build.
+for pipeline in "$DF_TOP_SRCDIR"/pipelines/*.cfg; do
+	expect 0 "$diffuse" check "$pipeline"
+done
 
 if [ "$failures" -ne 0 ]; then
 	echo "$failures failure(s)"
