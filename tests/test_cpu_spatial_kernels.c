@@ -16,6 +16,18 @@
 #include "diffuse/rng.h"
 #include "backends/cpu/spatial_kernels.h"
 
+/* The kernels read only the thread count from their backend. */
+static const df_backend be_ = {.name = "cpu", .threads = 2};
+static const df_backend *const be = &be_;
+
+/* conv.c sets OpenBLAS's thread count through the backend; the test links
+ * the kernels alone. */
+void dfi_cpu_blas_threads(int threads);
+void dfi_cpu_blas_threads(int threads)
+{
+	(void)threads;
+}
+
 /* ---- helpers ---------------------------------------------------------- */
 
 static uint64_t lcg_state = 12345;
@@ -108,7 +120,7 @@ struct gn_ctx {
 static void gn_forward(void *p, float *out)
 {
 	struct gn_ctx *g = p;
-	cpu_groupnorm_forward(out, g->mean, g->rstd, g->x, g->w, g->b, g->n, g->c, g->s,
+	dfi_cpu_groupnorm_forward(be, out, g->mean, g->rstd, g->x, g->w, g->b, g->n, g->c, g->s,
 			      g->groups, g->eps);
 }
 
@@ -150,7 +162,7 @@ static void groupnorm_case(int64_t n, int64_t c, int64_t s, int64_t groups, int 
 
 	float *r = rand_array(total, -1.0f, 1.0f);
 	float *dx = zero_array(total), *dw = zero_array(c), *db = zero_array(c);
-	cpu_groupnorm_backward(dx, affine ? dw : NULL, affine ? db : NULL, r, g.x, g.mean,
+	dfi_cpu_groupnorm_backward(be, dx, affine ? dw : NULL, affine ? db : NULL, r, g.x, g.mean,
 			       g.rstd, g.w, n, c, s, groups);
 	const struct fd_case fc = { gn_forward, &g, total };
 	check_gradient("x", &fc, g.x, dx, total, r, 1e-2, 2e-3, 2e-2);
@@ -173,15 +185,21 @@ static void test_groupnorm(void **state)
 
 /* ---- conv2d ------------------------------------------------------------ */
 
+static void conv_output_size(struct df_conv2d_shape *s)
+{
+	s->ho = (s->h + 2 * s->pad - s->kh) / s->stride + 1;
+	s->wo = (s->w + 2 * s->pad - s->kw) / s->stride + 1;
+}
+
 struct conv_ctx {
 	float *x, *w, *b, *scratch;
-	struct cpu_conv2d_shape s;
+	struct df_conv2d_shape s;
 };
 
 static void conv_forward(void *p, float *out)
 {
 	struct conv_ctx *c = p;
-	cpu_conv2d_forward(out, c->x, c->w, c->b, &c->s, c->scratch);
+	dfi_cpu_conv2d_forward(be, &c->s, out, c->x, c->w, c->b, c->scratch);
 }
 
 static void conv_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t kh,
@@ -189,14 +207,14 @@ static void conv_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout
 {
 	struct conv_ctx c = { .s = { .n = n, .cin = cin, .h = h, .w = w, .cout = cout,
 				     .kh = kh, .kw = kw, .stride = stride, .pad = pad } };
-	assert_int_equal(cpu_conv2d_shape_init(&c.s), 0);
-	const struct cpu_conv2d_shape *s = &c.s;
+	conv_output_size(&c.s);
+	const struct df_conv2d_shape *s = &c.s;
 	const int64_t xn = n * cin * h * w, wn = cout * cin * kh * kw;
 	const int64_t on = n * cout * s->ho * s->wo;
 	c.x = rand_array(xn, -1.0f, 1.0f);
 	c.w = rand_array(wn, -0.5f, 0.5f);
 	c.b = bias ? rand_array(cout, -0.5f, 0.5f) : NULL;
-	c.scratch = zero_array(cpu_conv2d_scratch_floats(s));
+	c.scratch = zero_array((int64_t)(dfi_cpu_conv2d_workspace(be, s) / sizeof(float)));
 	float *out = zero_array(on);
 	double *want = malloc((size_t)on * sizeof(double));
 	conv_forward(&c, out);
@@ -222,7 +240,7 @@ static void conv_case(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout
 
 	float *r = rand_array(on, -1.0f, 1.0f);
 	float *dx = zero_array(xn), *dw = zero_array(wn), *db = zero_array(cout);
-	cpu_conv2d_backward(dx, dw, bias ? db : NULL, r, c.x, c.w, s, c.scratch);
+	dfi_cpu_conv2d_backward(be, s, dx, dw, bias ? db : NULL, r, c.x, c.w, c.scratch);
 	const struct fd_case fc = { conv_forward, &c, on };
 	check_gradient("x", &fc, c.x, dx, xn, r, 1e-2, 1e-3, 1e-2);
 	check_gradient("w", &fc, c.w, dw, wn, r, 1e-2, 1e-3, 1e-2);
@@ -243,27 +261,25 @@ static void test_conv2d(void **state)
 	conv_case(1, 3, 6, 6, 2, 1, 1, 2, 0, 1);  /* strided 1x1: goes through im2col */
 }
 
-static void test_conv2d_scratch_is_bounded(void **state)
+static void test_conv2d_workspace_is_bounded(void **state)
 {
 	(void)state;
 	/* A 512x512, 128-channel 3x3 layer: the full im2col would be 1152 x
-	 * 262144 floats; the tile is one output row at the test budget. */
-	struct cpu_conv2d_shape s = { .n = 1, .cin = 128, .h = 512, .w = 512, .cout = 128,
-				      .kh = 3, .kw = 3, .stride = 1, .pad = 1 };
-	assert_int_equal(cpu_conv2d_shape_init(&s), 0);
+	 * 262144 floats; a tile is whole output rows within the budget, at
+	 * least one. */
+	struct df_conv2d_shape s = { .n = 1, .cin = 128, .h = 512, .w = 512, .cout = 128,
+				     .kh = 3, .kw = 3, .stride = 1, .pad = 1 };
+	conv_output_size(&s);
 	const int64_t row = 128 * 9 * 512;
-	int64_t want = CPU_CONV2D_SCRATCH_FLOATS / row * row;
+	int64_t want = DFI_CPU_CONV2D_TILE_FLOATS / row * row;
 	if (want < row)
 		want = row;
-	assert_int_equal(cpu_conv2d_scratch_floats(&s), want);
-	assert_true(cpu_conv2d_scratch_floats(&s) < 128 * 9 * 512 * 512);
-
-	struct cpu_conv2d_shape bad = { .n = 1, .cin = 1, .h = 2, .w = 2, .cout = 1,
-					.kh = 3, .kw = 3, .stride = 1, .pad = 0 };
-	assert_int_equal(cpu_conv2d_shape_init(&bad), -1);
-	bad.pad = 1;
-	bad.stride = 0;
-	assert_int_equal(cpu_conv2d_shape_init(&bad), -1);
+	assert_int_equal(dfi_cpu_conv2d_workspace(be, &s), (size_t)want * sizeof(float));
+	/* 1x1 convolutions need none. */
+	struct df_conv2d_shape pointwise = { .n = 2, .cin = 64, .h = 9, .w = 9, .cout = 8,
+					     .kh = 1, .kw = 1, .stride = 1, .pad = 0 };
+	conv_output_size(&pointwise);
+	assert_int_equal(dfi_cpu_conv2d_workspace(be, &pointwise), 0);
 }
 
 /* ---- upsample and average pool --------------------------------------- */
@@ -276,13 +292,13 @@ struct resample_ctx {
 static void upsample_forward(void *p, float *out)
 {
 	struct resample_ctx *c = p;
-	cpu_upsample_nearest2x_forward(out, c->x, c->planes, c->h, c->w);
+	dfi_cpu_upsample_nearest2x_forward(be, out, c->x, c->planes, c->h, c->w);
 }
 
 static void avgpool_forward(void *p, float *out)
 {
 	struct resample_ctx *c = p;
-	cpu_avgpool2d_forward(out, c->x, c->planes, c->h, c->w, c->k);
+	dfi_cpu_avgpool2d_forward(be, out, c->x, c->planes, c->h, c->w, c->k);
 }
 
 static void test_upsample(void **state)
@@ -301,7 +317,7 @@ static void test_upsample(void **state)
 	expect_close("upsample", out, want, on, 0.0, 0.0);
 
 	float *r = rand_array(on, -1.0f, 1.0f), *dx = zero_array(xn);
-	cpu_upsample_nearest2x_backward(dx, r, c.planes, c.h, c.w);
+	dfi_cpu_upsample_nearest2x_backward(be, dx, r, c.planes, c.h, c.w);
 	const struct fd_case fc = { upsample_forward, &c, on };
 	check_gradient("x", &fc, c.x, dx, xn, r, 1e-2, 1e-4, 1e-3);
 	free(c.x); free(out); free(want); free(r); free(dx);
@@ -327,7 +343,7 @@ static void avgpool_case(int64_t planes, int64_t h, int64_t w, int64_t k)
 	expect_close("avgpool", out, want, on, 1e-6, 1e-6);
 
 	float *r = rand_array(on, -1.0f, 1.0f), *dx = zero_array(xn);
-	cpu_avgpool2d_backward(dx, r, planes, h, w, k);
+	dfi_cpu_avgpool2d_backward(be, dx, r, planes, h, w, k);
 	const struct fd_case fc = { avgpool_forward, &c, on };
 	check_gradient("x", &fc, c.x, dx, xn, r, 1e-2, 1e-4, 1e-3);
 	free(c.x); free(out); free(want); free(r); free(dx);
@@ -356,10 +372,10 @@ static void pw_forward(void *p, float *out)
 {
 	struct pw_ctx *c = p;
 	switch (c->kind) {
-	case PW_EXP: cpu_exp_forward(out, c->x, c->n); break;
-	case PW_LOG: cpu_log_forward(out, c->x, c->n); break;
-	case PW_SOFTPLUS: cpu_softplus_forward(out, c->x, c->n); break;
-	case PW_TANH: cpu_tanh_forward(out, c->x, c->n); break;
+	case PW_EXP: dfi_cpu_unary_forward(be, DF_UNARY_EXP, out, c->x, c->n); break;
+	case PW_LOG: dfi_cpu_unary_forward(be, DF_UNARY_LOG, out, c->x, c->n); break;
+	case PW_SOFTPLUS: dfi_cpu_unary_forward(be, DF_UNARY_SOFTPLUS, out, c->x, c->n); break;
+	case PW_TANH: dfi_cpu_unary_forward(be, DF_UNARY_TANH, out, c->x, c->n); break;
 	}
 }
 
@@ -385,10 +401,10 @@ static void pointwise_case(enum pointwise_kind kind, float lo, float hi)
 		want[i] = pw_reference(kind, c.x[i]);
 	expect_close("pointwise", out, want, c.n, 1e-6, 1e-6);
 	switch (kind) {
-	case PW_EXP: cpu_exp_backward(dx, r, out, c.n); break;
-	case PW_LOG: cpu_log_backward(dx, r, c.x, c.n); break;
-	case PW_SOFTPLUS: cpu_softplus_backward(dx, r, c.x, c.n); break;
-	case PW_TANH: cpu_tanh_backward(dx, r, out, c.n); break;
+	case PW_EXP: dfi_cpu_unary_backward(be, DF_UNARY_EXP, dx, r, out, c.n); break;
+	case PW_LOG: dfi_cpu_unary_backward(be, DF_UNARY_LOG, dx, r, c.x, c.n); break;
+	case PW_SOFTPLUS: dfi_cpu_unary_backward(be, DF_UNARY_SOFTPLUS, dx, r, c.x, c.n); break;
+	case PW_TANH: dfi_cpu_unary_backward(be, DF_UNARY_TANH, dx, r, out, c.n); break;
 	}
 	const struct fd_case fc = { pw_forward, &c, c.n };
 	check_gradient("x", &fc, c.x, dx, c.n, r, 1e-3, 1e-3, 1e-2);
@@ -410,12 +426,12 @@ static void test_softplus_extremes(void **state)
 	const float x[4] = { 100.0f, -100.0f, 30.0f, 0.0f };
 	float out[4], dx[4] = { 0 };
 	const float ones[4] = { 1, 1, 1, 1 };
-	cpu_softplus_forward(out, x, 4);
+	dfi_cpu_unary_forward(be, DF_UNARY_SOFTPLUS, out, x, 4);
 	assert_true(out[0] == 100.0f);                          /* no overflow */
 	assert_true(out[1] > 0.0f && fabsf(out[1] - expf(-100.0f)) < 1e-45f + 1e-6f * expf(-100.0f));
 	assert_true(out[2] == 30.0f);
 	assert_true(fabsf(out[3] - logf(2.0f)) < 1e-7f);
-	cpu_softplus_backward(dx, ones, x, 4);
+	dfi_cpu_unary_backward(be, DF_UNARY_SOFTPLUS, dx, ones, x, 4);
 	assert_true(dx[0] == 1.0f && dx[1] >= 0.0f && dx[1] < 1e-40f && dx[3] == 0.5f);
 }
 
@@ -438,7 +454,7 @@ struct softmax_ctx {
 static void softmax_forward(void *p, float *out)
 {
 	struct softmax_ctx *c = p;
-	cpu_softmax_forward(out, c->x, c->rows, c->d);
+	dfi_cpu_softmax_forward(be, out, c->x, c->rows, c->d);
 }
 
 static void softmax_case(int64_t rows, int64_t d, float offset)
@@ -455,7 +471,7 @@ static void softmax_case(int64_t rows, int64_t d, float offset)
 			want[row * d + i] = exp(c.x[row * d + i] - lse);
 	}
 	expect_close("softmax", out, want, n, 1e-7, 1e-5);
-	cpu_softmax_backward(dx, r, out, rows, d);
+	dfi_cpu_softmax_backward(be, dx, r, out, rows, d);
 	const struct fd_case fc = { softmax_forward, &c, n };
 	/* Inputs near 1000 carry 6e-5 of float spacing: a wider step there. */
 	check_gradient("x", &fc, c.x, dx, n, r, offset > 100.0f ? 1e-1 : 1e-2, 1e-3, 2e-2);
@@ -479,11 +495,11 @@ static void test_softmax_propagates_nan(void **state)
 	for (int i = 0; i < 20; i++)
 		x[i] = (float)i * 0.1f;
 	x[17] = NAN;
-	cpu_softmax_forward(out, x, 1, 20);
+	dfi_cpu_softmax_forward(be, out, x, 1, 20);
 	for (int i = 0; i < 20; i++)
 		assert_true(isnan(out[i]));
 	x[17] = -INFINITY;  /* a masked entry: probability zero, the rest finite */
-	cpu_softmax_forward(out, x, 1, 20);
+	dfi_cpu_softmax_forward(be, out, x, 1, 20);
 	assert_true(out[17] == 0.0f);
 	double total = 0;
 	for (int i = 0; i < 20; i++)
@@ -502,7 +518,7 @@ static void test_dropout(void **state)
 	float *dx = zero_array(n), *ones = zero_array(n);
 	for (int64_t i = 0; i < n; i++)
 		ones[i] = 1.0f;
-	cpu_dropout_forward(out, x, n, p, 42, 7, 3);
+	dfi_cpu_dropout_forward(be, out, x, n, p, 42, 7, 3);
 	int64_t kept = 0;
 	for (int64_t i = 0; i < n; i++) {
 		if (out[i] != 0.0f) {
@@ -514,16 +530,16 @@ static void test_dropout(void **state)
 	assert_true(llabs(kept - (int64_t)(0.7 * n)) < 230);
 
 	/* The same key gives the same mask; another step, another mask. */
-	cpu_dropout_forward(again, x, n, p, 42, 7, 3);
+	dfi_cpu_dropout_forward(be, again, x, n, p, 42, 7, 3);
 	assert_memory_equal(out, again, (size_t)n * sizeof(float));
-	cpu_dropout_forward(again, x, n, p, 42, 7, 4);
+	dfi_cpu_dropout_forward(be, again, x, n, p, 42, 7, 4);
 	int64_t differ = 0;
 	for (int64_t i = 0; i < n; i++)
 		differ += (out[i] != 0.0f) != (again[i] != 0.0f);
 	assert_true(differ > n / 10);
 
 	/* The backward applies the forward's mask and scale to the gradient. */
-	cpu_dropout_backward(dx, ones, n, p, 42, 7, 3);
+	dfi_cpu_dropout_backward(be, dx, ones, n, p, 42, 7, 3);
 	for (int64_t i = 0; i < n; i++)
 		assert_true(fabsf(dx[i] * x[i] - out[i]) <= 1e-6f * fabsf(out[i]));
 
@@ -537,9 +553,9 @@ static void test_dropout(void **state)
 	free(mask);
 
 	/* p = 0 is the identity, p = 1 drops everything. */
-	cpu_dropout_forward(again, x, n, 0.0f, 1, 2, 3);
+	dfi_cpu_dropout_forward(be, again, x, n, 0.0f, 1, 2, 3);
 	assert_memory_equal(x, again, (size_t)n * sizeof(float));
-	cpu_dropout_forward(again, x, n, 1.0f, 1, 2, 3);
+	dfi_cpu_dropout_forward(be, again, x, n, 1.0f, 1, 2, 3);
 	for (int64_t i = 0; i < n; i++)
 		assert_true(again[i] == 0.0f);
 	free(x); free(out); free(again); free(dx); free(ones);
@@ -555,7 +571,7 @@ struct kl_ctx {
 static void kl_forward(void *p, float *out)
 {
 	struct kl_ctx *c = p;
-	cpu_normal_kl_forward(out, c->m1, c->lv1, c->m2, c->lv2, c->n);
+	dfi_cpu_normal_kl_forward(be, out, c->m1, c->lv1, c->m2, c->lv2, c->n);
 }
 
 static void test_normal_kl(void **state)
@@ -580,7 +596,7 @@ static void test_normal_kl(void **state)
 	float *g[4];
 	for (int k = 0; k < 4; k++)
 		g[k] = zero_array(c.n);
-	cpu_normal_kl_backward(g[0], g[1], g[2], g[3], r, c.m1, c.lv1, c.m2, c.lv2, c.n);
+	dfi_cpu_normal_kl_backward(be, g[0], g[1], g[2], g[3], r, c.m1, c.lv1, c.m2, c.lv2, c.n);
 	const struct fd_case fc = { kl_forward, &c, c.n };
 	check_gradient("mean1", &fc, c.m1, g[0], c.n, r, 1e-3, 1e-3, 1e-2);
 	check_gradient("logvar1", &fc, c.lv1, g[1], c.n, r, 1e-3, 1e-3, 1e-2);
@@ -591,7 +607,7 @@ static void test_normal_kl(void **state)
 	{
 		float zero_out[1];
 		const float m = 0.3f, lv = -1.2f;
-		cpu_normal_kl_forward(zero_out, &m, &lv, &m, &lv, 1);
+		dfi_cpu_normal_kl_forward(be, zero_out, &m, &lv, &m, &lv, 1);
 		assert_true(fabsf(zero_out[0]) < 1e-7f);
 	}
 	free(c.m1); free(c.lv1); free(c.m2); free(c.lv2); free(out); free(r); free(want);
@@ -607,7 +623,7 @@ struct dgl_ctx {
 static void dgl_forward(void *p, float *out)
 {
 	struct dgl_ctx *c = p;
-	cpu_discretized_gaussian_loglik_forward(out, c->x, c->mean, c->log_scale, c->n);
+	dfi_cpu_discretized_gaussian_loglik_forward(be, out, c->x, c->mean, c->log_scale, c->n);
 }
 
 static double approx_cdf_ref(double z)
@@ -651,7 +667,7 @@ static void test_discretized_gaussian(void **state)
 	expect_close("discretized_gaussian_loglik", out, want, c.n, 1e-4, 1e-4);
 
 	float *dx = zero_array(c.n), *dm = zero_array(c.n), *ds = zero_array(c.n);
-	cpu_discretized_gaussian_loglik_backward(dx, dm, ds, r, c.x, c.mean, c.log_scale, c.n);
+	dfi_cpu_discretized_gaussian_loglik_backward(be, dx, dm, ds, r, c.x, c.mean, c.log_scale, c.n);
 	const struct fd_case fc = { dgl_forward, &c, c.n };
 	check_gradient("mean", &fc, c.mean, dm, c.n, r, 1e-3, 2e-3, 2e-2);
 	check_gradient("log_scale", &fc, c.log_scale, ds, c.n, r, 1e-3, 2e-3, 2e-2);
@@ -674,7 +690,7 @@ static void test_discretized_gaussian_normalised(void **state)
 			mean[k] = means[t];
 			log_scale[k] = scales[t];
 		}
-		cpu_discretized_gaussian_loglik_forward(lp, x, mean, log_scale, 256);
+		dfi_cpu_discretized_gaussian_loglik_forward(be, lp, x, mean, log_scale, 256);
 		double total = 0;
 		for (int k = 0; k < 256; k++)
 			total += exp(lp[k]);
@@ -685,9 +701,9 @@ static void test_discretized_gaussian_normalised(void **state)
 	const float far_x = 0.0f, far_mean = 0.9f, far_scale = -6.0f;
 	float far_lp, d_mean = 0.0f;
 	const float one = 1.0f;
-	cpu_discretized_gaussian_loglik_forward(&far_lp, &far_x, &far_mean, &far_scale, 1);
+	dfi_cpu_discretized_gaussian_loglik_forward(be, &far_lp, &far_x, &far_mean, &far_scale, 1);
 	assert_true(fabsf(far_lp - logf(1e-12f)) < 1e-4f);
-	cpu_discretized_gaussian_loglik_backward(NULL, &d_mean, NULL, &one, &far_x, &far_mean,
+	dfi_cpu_discretized_gaussian_loglik_backward(be, NULL, &d_mean, NULL, &one, &far_x, &far_mean,
 						 &far_scale, 1);
 	assert_true(d_mean == 0.0f);
 }
@@ -702,7 +718,7 @@ struct ce_ctx {
 static void ce_forward(void *p, float *out)
 {
 	struct ce_ctx *c = p;
-	cpu_cross_entropy_forward(out, c->lse, c->logits, c->labels, c->rows, c->k);
+	dfi_cpu_cross_entropy_forward(be, out, c->lse, c->logits, c->labels, c->rows, c->k);
 }
 
 static void cross_entropy_case(int64_t rows, int64_t k, float offset)
@@ -721,7 +737,7 @@ static void cross_entropy_case(int64_t rows, int64_t k, float offset)
 		want[i] = log_sum_exp_ref(c.logits + i * k, k) - c.logits[i * k + c.labels[i]];
 	/* Near 1000 a float holds the log-sum-exp to its spacing of 6e-5. */
 	expect_close("cross_entropy", out, want, rows, offset > 100.0f ? 2e-4 : 1e-5, 1e-5);
-	cpu_cross_entropy_backward(dl, r, c.logits, c.lse, c.labels, rows, k);
+	dfi_cpu_cross_entropy_backward(be, dl, r, c.logits, c.lse, c.labels, rows, k);
 	const struct fd_case fc = { ce_forward, &c, rows };
 	check_gradient("logits", &fc, c.logits, dl, rows * k, r,
 		       offset > 100.0f ? 1e-1 : 1e-2, 1e-3, 2e-2);
@@ -741,7 +757,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_groupnorm),
 		cmocka_unit_test(test_conv2d),
-		cmocka_unit_test(test_conv2d_scratch_is_bounded),
+		cmocka_unit_test(test_conv2d_workspace_is_bounded),
 		cmocka_unit_test(test_upsample),
 		cmocka_unit_test(test_avgpool),
 		cmocka_unit_test(test_pointwise),

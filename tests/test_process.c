@@ -184,6 +184,9 @@ static void test_time_grids(void **state)
 		check_grid(ddpm, "uniform", steps);
 		check_grid(lin, "uniform", steps);
 		check_grid(vp, "auto", steps);
+		check_grid(vp, "logsnr", steps);
+		check_grid(lin, "logsnr", steps);
+		check_grid(ddpm, "logsnr", steps);
 		int idx[T_STEPS], n;
 		char spec[16];
 		snprintf(spec, sizeof spec, "ddim%d", steps);

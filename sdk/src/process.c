@@ -507,6 +507,46 @@ double df_ddpm_learned_logvar(const df_ddpm_step *s, double v)
 /* ------------------------------------------------------------------ */
 /* Sampler time grids. */
 
+/* log(alpha / sigma), capped where it is infinite (alpha or sigma = 0). */
+#define LOGSNR_CAP 10.0
+static double half_logsnr(const df_process *p, double t)
+{
+	df_coeffs c;
+	df_process_coeffs(p, t, &c);
+	double l = log(c.alpha) - log(c.sigma);
+	return l > LOGSNR_CAP ? LOGSNR_CAP : l < -LOGSNR_CAP ? -LOGSNR_CAP : l;
+}
+
+/* Uniform in log-SNR from hi down to the lowest time the model takes (and
+ * a last step to t = 0 on DDPM schedules); each point solved for on its
+ * own by bisection, since log-SNR falls monotonically with t. */
+static int logsnr_grid(const df_process *p, int steps, double *t)
+{
+	double lo, hi;
+	df_process_interval(p, DF_INTERVAL_SAMPLE, &lo, &hi);
+	int denoise_last = lo < df_process_t_min(p);
+	double bottom = denoise_last ? df_process_t_min(p) : lo;
+	int points = denoise_last ? steps - 1 : steps; /* t[points] = bottom */
+	double l_hi = half_logsnr(p, hi), l_lo = half_logsnr(p, bottom);
+	t[0] = hi;
+	for (int k = 1; k < points; k++) {
+		double want = l_hi + (l_lo - l_hi) * ((double)k / points);
+		double a = bottom, b = hi; /* half_logsnr(a) >= want >= half_logsnr(b) */
+		for (int it = 0; it < 100 && b - a > 1e-15; it++) {
+			double m = 0.5 * (a + b);
+			if (half_logsnr(p, m) >= want)
+				a = m;
+			else
+				b = m;
+		}
+		t[k] = 0.5 * (a + b);
+	}
+	if (points > 0)
+		t[points] = bottom;
+	t[steps] = lo;
+	return 0;
+}
+
 int df_process_time_grid(const df_process *p, const char *spacing, int steps, double *t, df_error *err)
 {
 	if (steps < 1)
@@ -521,9 +561,12 @@ int df_process_time_grid(const df_process *p, const char *spacing, int steps, do
 		t[steps] = lo;
 		return 0;
 	}
+	if (!strcmp(spacing, "logsnr"))
+		return logsnr_grid(p, steps, t);
 	int ddim = !strcmp(spacing, "ddim");
 	if (!ddim && strcmp(spacing, "ddpm"))
-		return df_error_set(err, DF_EINVAL, "time grid: unknown spacing '%s' (auto, uniform, ddpm, ddim)", spacing);
+		return df_error_set(err, DF_EINVAL, "time grid: unknown spacing '%s' (auto, uniform, logsnr, ddpm, ddim)",
+		                    spacing);
 	if (p->kind != DF_PROCESS_DISCRETE)
 		return df_error_set(err, DF_EINVAL, "time grid: spacing '%s' needs a DDPM schedule, and '%s' is continuous",
 		                    spacing, p->name);

@@ -7,6 +7,7 @@
  * settings plumbing. */
 #include "config.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/plugin.h"
@@ -34,21 +35,21 @@ typedef struct ode_sampler {
 	int64_t max_steps;
 } ode_sampler;
 
-static const char *const spacings[] = {"auto", "uniform", "ddpm", "ddim", NULL};
+static const char *const spacings[] = {"auto", "uniform", "logsnr", "ddpm", "ddim", NULL};
 
 static const df_setting fixed_settings_decl[] = {
 	DF_SETTING_INT(fixed_settings, steps, "50", 1, 100000, "number of steps (grid intervals)"),
 	DF_SETTING_CHOICE(fixed_settings, spacing, "auto", spacings,
-	                  "time grid: uniform in t, DiT's respacing (ddpm) or the ddimN stride; auto = ddpm on DDPM "
-	                  "schedules, uniform otherwise"),
+	                  "time grid: uniform in t or in log-SNR, DiT's respacing (ddpm) or the ddimN stride; auto = "
+	                  "ddpm on DDPM schedules, uniform otherwise"),
 	DF_SETTINGS_END,
 };
 
 static const df_setting dpm_settings_decl[] = {
 	DF_SETTING_INT(fixed_settings, steps, "20", 1, 100000, "number of steps (grid intervals)"),
-	DF_SETTING_CHOICE(fixed_settings, spacing, "auto", spacings,
-	                  "time grid: uniform in t, DiT's respacing (ddpm) or the ddimN stride; auto = ddpm on DDPM "
-	                  "schedules, uniform otherwise"),
+	DF_SETTING_CHOICE(fixed_settings, spacing, "logsnr", spacings,
+	                  "time grid: uniform in log-SNR (the solver's own variable), uniform in t, DiT's respacing "
+	                  "(ddpm) or the ddimN stride; auto = ddpm on DDPM schedules, uniform otherwise"),
 	DF_SETTINGS_END,
 };
 
@@ -73,7 +74,7 @@ static int create_common(enum ode_method method, df_ctx *ctx, ode_sampler **out,
 static int create_fixed(enum ode_method method, const void *settings, df_ctx *ctx, void **self, df_error *err)
 {
 	const fixed_settings *fs = settings;
-	ode_sampler *s;
+	ode_sampler *s = NULL;
 	int rc = create_common(method, ctx, &s, err);
 	if (rc)
 		return rc;
@@ -101,7 +102,7 @@ static int dpmpp_create(const void *settings, df_ctx *ctx, void **self, df_error
 static int dopri5_create(const void *settings, df_ctx *ctx, void **self, df_error *err)
 {
 	const dopri5_settings *ds = settings;
-	ode_sampler *s;
+	ode_sampler *s = NULL;
 	int rc = create_common(ODE_DOPRI5, ctx, &s, err);
 	if (rc)
 		return rc;
@@ -359,7 +360,7 @@ static const df_component heun_component = {
 	"probability-flow ODE, Heun (2nd order) on a fixed grid (2 evaluations per step)",
 	fixed_settings_decl, sizeof(fixed_settings), &heun_vtable};
 static const df_component dpmpp_component = {
-	sizeof(df_component), DF_KIND_SAMPLER, "dpm-solver++",
+	sizeof(df_component), DF_KIND_SAMPLER, "dpmpp-2m",
 	"DPM-Solver++(2M): multistep on data predictions, any process (1 evaluation per step)",
 	dpm_settings_decl, sizeof(fixed_settings), &dpmpp_vtable};
 static const df_component dopri5_component = {

@@ -147,7 +147,8 @@ static int sde_check(void *self, const df_process *p, df_error *err)
 	return 0;
 }
 
-/* f = v + w(t) s at (x, t): the drift in tau, from one evaluation. */
+/* f = v + w(t) s at (x, t): the drift in tau, from one evaluation. f and
+ * tmp must not overlap x. */
 static int sde_drift(const sde_sampler *o, df_sampling *s, const float *x, double t, float *f, float *tmp,
                      df_error *err)
 {
@@ -173,10 +174,10 @@ static int run_sde(const void *settings, df_sampling *s, float *x, df_error *err
 	double lo, hi;
 	sde_interval(o, p, &lo, &hi);
 	double dt = (hi - lo) / (o->steps - 1);
-	float *buf = malloc(sizeof(float) * n * 4);
+	float *buf = malloc(sizeof(float) * n * 5);
 	if (!buf)
 		return df_error_set(err, DF_ENOMEM, "out of memory");
-	float *f = buf, *tmp = buf + n, *z = buf + 2 * n, *xp = buf + 3 * n;
+	float *f = buf, *tmp = buf + n, *z = buf + 2 * n, *xp = buf + 3 * n, *f2 = buf + 4 * n;
 	for (int k = 0; !rc && k < o->steps - 1; k++) {
 		double t = hi - k * dt; /* each point from its own index */
 		double tn = k + 1 == o->steps - 1 ? lo : hi - (k + 1) * dt;
@@ -195,10 +196,10 @@ static int run_sde(const void *settings, df_sampling *s, float *x, df_error *err
 				break;
 			memcpy(xp, x, sizeof(float) * n);
 			df_vec_axpby(n, 1.0, xp, step, f);
-			rc = sde_drift(o, s, xp, tn, xp, tmp, err);
+			rc = sde_drift(o, s, xp, tn, f2, tmp, err);
 			if (!rc)
 				for (int64_t i = 0; i < n; i++)
-					x[i] = (float)(x[i] + 0.5 * step * ((double)f[i] + xp[i]));
+					x[i] = (float)(x[i] + 0.5 * step * ((double)f[i] + f2[i]));
 		}
 	}
 	if (!rc && o->last != LAST_NONE) {

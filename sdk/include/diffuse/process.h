@@ -186,6 +186,9 @@ double df_ddpm_learned_logvar(const df_ddpm_step *s, double v);
 /* Time grids for samplers: t[0] = hi > t[1] > ... > t[steps] = lo of the
  * sampling interval, each point computed from its own index.
  *   "uniform": linspace(hi, lo, steps + 1);
+ *   "logsnr":  uniform in log(alpha / sigma) (capped at +-10 where alpha or
+ *              sigma vanish) from hi down to lo, or to t_min then t = 0
+ *              on DDPM schedules; the grid DPM-Solver is made for;
  *   "ddpm":    DiT's respacing to `steps` (discrete processes), then t = 0;
  *   "ddim":    the "ddimN" stride rule (discrete processes), then t = 0;
  *   "auto":    "ddpm" on discrete processes, "uniform" otherwise. */

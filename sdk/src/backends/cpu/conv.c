@@ -11,45 +11,35 @@
 
 #include <cblas.h>
 
+#include "cpu.h"
 #include "spatial_kernels.h"
 
-int cpu_conv2d_shape_init(struct cpu_conv2d_shape *s)
-{
-	if (s->stride < 1 || s->pad < 0 || s->kh < 1 || s->kw < 1)
-		return -1;
-	const int64_t hp = s->h + 2 * s->pad - s->kh, wp = s->w + 2 * s->pad - s->kw;
-	if (hp < 0 || wp < 0)
-		return -1;
-	s->ho = hp / s->stride + 1;
-	s->wo = wp / s->stride + 1;
-	return 0;
-}
-
-static int is_pointwise(const struct cpu_conv2d_shape *s)
+static int is_pointwise(const struct df_conv2d_shape *s)
 {
 	return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
 }
 
 /* Output rows per tile: as many as fit the budget, at least one. */
-static int64_t tile_rows(const struct cpu_conv2d_shape *s)
+static int64_t tile_rows(const struct df_conv2d_shape *s)
 {
 	const int64_t row_floats = s->cin * s->kh * s->kw * s->wo;
-	int64_t rows = CPU_CONV2D_SCRATCH_FLOATS / row_floats;
+	int64_t rows = DFI_CPU_CONV2D_TILE_FLOATS / row_floats;
 	if (rows < 1)
 		rows = 1;
 	return rows < s->ho ? rows : s->ho;
 }
 
-int64_t cpu_conv2d_scratch_floats(const struct cpu_conv2d_shape *s)
+size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
 {
+	(void)be;
 	if (is_pointwise(s))
 		return 0;
-	return s->cin * s->kh * s->kw * s->wo * tile_rows(s);
+	return (size_t)(s->cin * s->kh * s->kw * s->wo * tile_rows(s)) * sizeof(float);
 }
 
 /* The output columns ow whose input column ow * stride - pad + kj lies in
  * [0, w): [*lo, *hi). */
-static void valid_columns(const struct cpu_conv2d_shape *s, int64_t kj, int64_t *lo, int64_t *hi)
+static void valid_columns(const struct df_conv2d_shape *s, int64_t kj, int64_t *lo, int64_t *hi)
 {
 	const int64_t off = kj - s->pad;
 	int64_t first = off < 0 ? (-off + s->stride - 1) / s->stride : 0;
@@ -64,7 +54,7 @@ static void valid_columns(const struct cpu_conv2d_shape *s, int64_t kj, int64_t 
 
 /* col (K, rows * wo), K = cin * kh * kw ordered as the weights are, for
  * output rows [r0, r0 + rows) of one image xn (cin, h, w). */
-static void im2col_rows(float *col, const float *xn, const struct cpu_conv2d_shape *s,
+static void im2col_rows(float *col, const float *xn, const struct df_conv2d_shape *s,
 			int64_t r0, int64_t rows)
 {
 	const int64_t k_total = s->cin * s->kh * s->kw, cols = rows * s->wo;
@@ -101,7 +91,7 @@ static void im2col_rows(float *col, const float *xn, const struct cpu_conv2d_sha
 }
 
 /* The adjoint of im2col_rows: adds col into dxn. */
-static void col2im_rows_add(float *dxn, const float *col, const struct cpu_conv2d_shape *s,
+static void col2im_rows_add(float *dxn, const float *col, const struct df_conv2d_shape *s,
 			    int64_t r0, int64_t rows)
 {
 	const int64_t cols = rows * s->wo;
@@ -126,9 +116,11 @@ static void col2im_rows_add(float *dxn, const float *col, const struct cpu_conv2
 	}
 }
 
-void cpu_conv2d_forward(float *out, const float *x, const float *w, const float *b,
-			const struct cpu_conv2d_shape *s, float *scratch)
+void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
+                            const float *w, const float *b, void *workspace)
 {
+	float *scratch = workspace;
+	dfi_cpu_blas_threads(be->threads);
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo;
 	const int64_t rows = tile_rows(s);
 
@@ -159,10 +151,11 @@ void cpu_conv2d_forward(float *out, const float *x, const float *w, const float 
 	}
 }
 
-void cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dout,
-			 const float *x, const float *w, const struct cpu_conv2d_shape *s,
-			 float *scratch)
+void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
+                             float *db, const float *dout, const float *x, const float *w, void *workspace)
 {
+	float *scratch = workspace;
+	dfi_cpu_blas_threads(be->threads);
 	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo;
 	const int64_t rows = tile_rows(s);
 

@@ -5,12 +5,13 @@
 
 #include <math.h>
 
+#include "cpu.h"
 #include "spatial_kernels.h"
 
-void cpu_normal_kl_forward(float *out, const float *m1, const float *lv1,
+void dfi_cpu_normal_kl_forward(const df_backend *be, float *out, const float *m1, const float *lv1,
 			   const float *m2, const float *lv2, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++) {
 		const float dm = m1[i] - m2[i];
 		out[i] = 0.5f * (-1.0f + lv2[i] - lv1[i] + expf(lv1[i] - lv2[i])
@@ -18,11 +19,11 @@ void cpu_normal_kl_forward(float *out, const float *m1, const float *lv1,
 	}
 }
 
-void cpu_normal_kl_backward(float *dm1, float *dlv1, float *dm2, float *dlv2,
+void dfi_cpu_normal_kl_backward(const df_backend *be, float *dm1, float *dlv1, float *dm2, float *dlv2,
 			    const float *dout, const float *m1, const float *lv1,
 			    const float *m2, const float *lv2, int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++) {
 		const float dm = m1[i] - m2[i];
 		const float inv_var2 = expf(-lv2[i]);
@@ -91,11 +92,11 @@ static inline float dgl_point(float x, float mean, float log_scale, float *plus_
 	return lp;
 }
 
-void cpu_discretized_gaussian_loglik_forward(float *out, const float *x,
+void dfi_cpu_discretized_gaussian_loglik_forward(const df_backend *be, float *out, const float *x,
 					     const float *mean, const float *log_scale,
 					     int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++) {
 		float plus_in, min_in, d_plus, d_min;
 		out[i] = dgl_point(x[i], mean[i], log_scale[i], &plus_in, &min_in, &d_plus, &d_min);
@@ -104,12 +105,12 @@ void cpu_discretized_gaussian_loglik_forward(float *out, const float *x,
 
 /* plus_in = e^-s (x - m + h), min_in = e^-s (x - m - h):
  * d/dx = e^-s, d/dm = -e^-s, d/ds = -(the argument) for each. */
-void cpu_discretized_gaussian_loglik_backward(float *dx, float *dmean, float *dlog_scale,
+void dfi_cpu_discretized_gaussian_loglik_backward(const df_backend *be, float *dx, float *dmean, float *dlog_scale,
 					      const float *dout, const float *x,
 					      const float *mean, const float *log_scale,
 					      int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++) {
 		float plus_in, min_in, d_plus, d_min;
 		dgl_point(x[i], mean[i], log_scale[i], &plus_in, &min_in, &d_plus, &d_min);
@@ -127,10 +128,10 @@ void cpu_discretized_gaussian_loglik_backward(float *dx, float *dmean, float *dl
 
 /* ---- Cross-entropy ---------------------------------------------------- */
 
-void cpu_cross_entropy_forward(float *out, float *lse, const float *logits,
+void dfi_cpu_cross_entropy_forward(const df_backend *be, float *out, float *lse, const float *logits,
 			       const int32_t *labels, int64_t rows, int64_t k)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (rows * k > DFI_CPU_PARALLEL_MIN)
 	for (int64_t r = 0; r < rows; r++) {
 		const float *lr = logits + r * k;
 		float maxv = -INFINITY;
@@ -139,17 +140,19 @@ void cpu_cross_entropy_forward(float *out, float *lse, const float *logits,
 		float sum = 0.0f;
 		for (int64_t j = 0; j < k; j++)
 			sum += expf(lr[j] - maxv);
-		lse[r] = maxv + logf(sum);
-		out[r] = lse[r] - lr[labels[r]];
+		const float row_lse = maxv + logf(sum);
+		if (lse)
+			lse[r] = row_lse;
+		out[r] = row_lse - lr[labels[r]];
 	}
 }
 
 /* d loss_r / d logit_rj = softmax_rj - [j == label_r]. */
-void cpu_cross_entropy_backward(float *dlogits, const float *dout, const float *logits,
+void dfi_cpu_cross_entropy_backward(const df_backend *be, float *dlogits, const float *dout, const float *logits,
 				const float *lse, const int32_t *labels, int64_t rows,
 				int64_t k)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (rows * k > DFI_CPU_PARALLEL_MIN)
 	for (int64_t r = 0; r < rows; r++) {
 		const float *lr = logits + r * k;
 		float *dr = dlogits + r * k;

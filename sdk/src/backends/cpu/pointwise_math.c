@@ -4,50 +4,53 @@
 #include <math.h>
 
 #include "diffuse/rng.h"
+#include "cpu.h"
 #include "simd16.h"
 #include "spatial_kernels.h"
 
-void cpu_exp_forward(float *out, const float *x, int64_t n)
+/* Elementwise kernels; the backward takes `saved` as unary_backward's slot
+ * documents (the output for exp and tanh, the input otherwise). */
+static void exp_forward(const df_backend *be, float *out, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		out[i] = expf(x[i]);
 }
 
-void cpu_exp_backward(float *dx, const float *dout, const float *out, int64_t n)
+static void exp_backward(const df_backend *be, float *dx, const float *dout, const float *out, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		dx[i] += dout[i] * out[i];
 }
 
-void cpu_log_forward(float *out, const float *x, int64_t n)
+static void log_forward(const df_backend *be, float *out, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		out[i] = logf(x[i]);
 }
 
-void cpu_log_backward(float *dx, const float *dout, const float *x, int64_t n)
+static void log_backward(const df_backend *be, float *dx, const float *dout, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		dx[i] += dout[i] / x[i];
 }
 
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no
  * loss of the small tail for very negative x. */
-void cpu_softplus_forward(float *out, const float *x, int64_t n)
+static void softplus_forward(const df_backend *be, float *out, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		out[i] = fmaxf(x[i], 0.0f) + log1pf(expf(-fabsf(x[i])));
 }
 
 /* d softplus / dx = sigmoid(x), written so e^ never overflows. */
-void cpu_softplus_backward(float *dx, const float *dout, const float *x, int64_t n)
+static void softplus_backward(const df_backend *be, float *dx, const float *dout, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++) {
 		const float e = expf(-fabsf(x[i]));
 		const float sig = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
@@ -55,18 +58,39 @@ void cpu_softplus_backward(float *dx, const float *dout, const float *x, int64_t
 	}
 }
 
-void cpu_tanh_forward(float *out, const float *x, int64_t n)
+static void tanh_forward(const df_backend *be, float *out, const float *x, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		out[i] = tanhf(x[i]);
 }
 
-void cpu_tanh_backward(float *dx, const float *dout, const float *out, int64_t n)
+static void tanh_backward(const df_backend *be, float *dx, const float *dout, const float *out, int64_t n)
 {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t i = 0; i < n; i++)
 		dx[i] += dout[i] * (1.0f - out[i] * out[i]);
+}
+
+void dfi_cpu_unary_forward(const df_backend *be, int fn, float *out, const float *x, int64_t n)
+{
+	switch (fn) {
+	case DF_UNARY_EXP: exp_forward(be, out, x, n); break;
+	case DF_UNARY_LOG: log_forward(be, out, x, n); break;
+	case DF_UNARY_SOFTPLUS: softplus_forward(be, out, x, n); break;
+	case DF_UNARY_TANH: tanh_forward(be, out, x, n); break;
+	}
+}
+
+void dfi_cpu_unary_backward(const df_backend *be, int fn, float *dx, const float *dout, const float *saved,
+                            int64_t n)
+{
+	switch (fn) {
+	case DF_UNARY_EXP: exp_backward(be, dx, dout, saved, n); break;
+	case DF_UNARY_LOG: log_backward(be, dx, dout, saved, n); break;
+	case DF_UNARY_SOFTPLUS: softplus_backward(be, dx, dout, saved, n); break;
+	case DF_UNARY_TANH: tanh_backward(be, dx, dout, saved, n); break;
+	}
 }
 
 /* One row: subtracting its maximum keeps every exponent <= 0. */
@@ -116,17 +140,17 @@ static DF_CPU_CLONES void softmax_row_backward(float *dx, const float *dy, const
 		dx[i] += y[i] * (dy[i] - dot[0]);
 }
 
-void cpu_softmax_forward(float *out, const float *x, int64_t rows, int64_t d)
+void dfi_cpu_softmax_forward(const df_backend *be, float *out, const float *x, int64_t rows, int64_t d)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (rows * d > DFI_CPU_PARALLEL_MIN)
 	for (int64_t r = 0; r < rows; r++)
 		softmax_row(out + r * d, x + r * d, d);
 }
 
-void cpu_softmax_backward(float *dx, const float *dout, const float *out,
+void dfi_cpu_softmax_backward(const df_backend *be, float *dx, const float *dout, const float *out,
 			  int64_t rows, int64_t d)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (rows * d > DFI_CPU_PARALLEL_MIN)
 	for (int64_t r = 0; r < rows; r++)
 		softmax_row_backward(dx + r * d, dout + r * d, out + r * d, d);
 }
@@ -136,13 +160,13 @@ void cpu_softmax_backward(float *dx, const float *dout, const float *out,
  * is below 1 - p: the mask df_rng_fill_bernoulli would draw, made here one
  * Philox block at a time so no mask is stored. */
 /* dst[i] = src[i] * scale where element i is kept, else 0. */
-static void apply_dropout_mask(float *dst, const float *src, int64_t n, float p, int accumulate,
-			       uint64_t seed, uint64_t stream, uint64_t step)
+static void apply_dropout_mask(const df_backend *be, float *dst, const float *src, int64_t n, float p,
+                               int accumulate, uint64_t seed, uint64_t stream, uint64_t step)
 {
 	const float keep_prob = 1.0f - p;
 	const float scale = p < 1.0f ? 1.0f / keep_prob : 0.0f;
 	const int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n > DFI_CPU_PARALLEL_MIN)
 	for (int64_t blk = 0; blk < blocks; blk++) {
 		uint32_t words[4];
 		df_rng_block(seed, stream, step, (uint64_t)blk, words);
@@ -159,14 +183,14 @@ static void apply_dropout_mask(float *dst, const float *src, int64_t n, float p,
 	}
 }
 
-void cpu_dropout_forward(float *out, const float *x, int64_t n, float p,
+void dfi_cpu_dropout_forward(const df_backend *be, float *out, const float *x, int64_t n, float p,
 			 uint64_t seed, uint64_t stream, uint64_t step)
 {
-	apply_dropout_mask(out, x, n, p, 0, seed, stream, step);
+	apply_dropout_mask(be, out, x, n, p, 0, seed, stream, step);
 }
 
-void cpu_dropout_backward(float *dx, const float *dout, int64_t n, float p,
+void dfi_cpu_dropout_backward(const df_backend *be, float *dx, const float *dout, int64_t n, float p,
 			  uint64_t seed, uint64_t stream, uint64_t step)
 {
-	apply_dropout_mask(dx, dout, n, p, 1, seed, stream, step);
+	apply_dropout_mask(be, dx, dout, n, p, 1, seed, stream, step);
 }

@@ -1,19 +1,21 @@
-/* CPU kernels: group normalisation, nearest upsampling, average pooling. */
+/* CPU kernels: group normalisation, nearest upsampling, average pooling;
+ * and the installer of every spatial, pointwise-math and loss slot. */
 #include "config.h"
 
 #include <math.h>
 
+#include "cpu.h"
 #include "spatial_kernels.h"
 
 /* Statistics in double: a group of a VAE feature map holds up to millions
  * of values, where a float running sum loses the variance. */
-void cpu_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
+void dfi_cpu_groupnorm_forward(const df_backend *be, float *out, float *mean, float *rstd, const float *x,
 			   const float *w, const float *b, int64_t n, int64_t c,
 			   int64_t s, int64_t groups, float eps)
 {
 	const int64_t group_channels = c / groups, m = group_channels * s;
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n * c * s > DFI_CPU_PARALLEL_MIN)
 	for (int64_t ng = 0; ng < n * groups; ng++) {
 		const float *xg = x + ng * m;
 		float *og = out + ng * m;
@@ -27,8 +29,10 @@ void cpu_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
 		}
 		const float mu_f = (float)mu;
 		const float r = (float)(1.0 / sqrt(sq / (double)m + eps));
-		mean[ng] = mu_f;
-		rstd[ng] = r;
+		if (mean)
+			mean[ng] = mu_f;
+		if (rstd)
+			rstd[ng] = r;
 		const int64_t c0 = (ng % groups) * group_channels;
 		for (int64_t j = 0; j < group_channels; j++) {
 			const float scale = r * (w ? w[c0 + j] : 1.0f);
@@ -41,7 +45,7 @@ void cpu_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
 	}
 }
 
-void cpu_groupnorm_backward(float *dx, float *dw, float *db, const float *dout,
+void dfi_cpu_groupnorm_backward(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
 			    const float *x, const float *mean, const float *rstd,
 			    const float *w, int64_t n, int64_t c, int64_t s, int64_t groups)
 {
@@ -49,7 +53,7 @@ void cpu_groupnorm_backward(float *dx, float *dw, float *db, const float *dout,
 
 	if (dx) {
 		/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n * c * s > DFI_CPU_PARALLEL_MIN)
 		for (int64_t ng = 0; ng < n * groups; ng++) {
 			const int64_t c0 = (ng % groups) * group_channels;
 			const float mu = mean[ng], r = rstd[ng];
@@ -82,7 +86,7 @@ void cpu_groupnorm_backward(float *dx, float *dw, float *db, const float *dout,
 	if (dw || db) {
 		/* Per channel over the batch: one thread owns a channel, so the
 		 * sums do not depend on the thread count. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (n * c * s > DFI_CPU_PARALLEL_MIN)
 		for (int64_t ch = 0; ch < c; ch++) {
 			double sum_w = 0.0, sum_b = 0.0;
 			for (int64_t img = 0; img < n; img++) {
@@ -105,11 +109,11 @@ void cpu_groupnorm_backward(float *dx, float *dw, float *db, const float *dout,
 	}
 }
 
-void cpu_upsample_nearest2x_forward(float *out, const float *x, int64_t planes,
+void dfi_cpu_upsample_nearest2x_forward(const df_backend *be, float *out, const float *x, int64_t planes,
 				    int64_t h, int64_t w)
 {
 	const int64_t w2 = 2 * w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (planes * h * w > DFI_CPU_PARALLEL_MIN)
 	for (int64_t row = 0; row < planes * h; row++) {
 		const float *src = x + row * w;
 		float *top = out + row * 2 * w2, *bottom = top + w2;
@@ -120,11 +124,11 @@ void cpu_upsample_nearest2x_forward(float *out, const float *x, int64_t planes,
 	}
 }
 
-void cpu_upsample_nearest2x_backward(float *dx, const float *dout, int64_t planes,
+void dfi_cpu_upsample_nearest2x_backward(const df_backend *be, float *dx, const float *dout, int64_t planes,
 				     int64_t h, int64_t w)
 {
 	const int64_t w2 = 2 * w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (planes * h * w > DFI_CPU_PARALLEL_MIN)
 	for (int64_t row = 0; row < planes * h; row++) {
 		const float *top = dout + row * 2 * w2, *bottom = top + w2;
 		float *dst = dx + row * w;
@@ -133,12 +137,12 @@ void cpu_upsample_nearest2x_backward(float *dx, const float *dout, int64_t plane
 	}
 }
 
-void cpu_avgpool2d_forward(float *out, const float *x, int64_t planes, int64_t h,
+void dfi_cpu_avgpool2d_forward(const df_backend *be, float *out, const float *x, int64_t planes, int64_t h,
 			   int64_t w, int64_t k)
 {
 	const int64_t ho = h / k, wo = w / k;
 	const float inv = 1.0f / (float)(k * k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (planes * h * w > DFI_CPU_PARALLEL_MIN)
 	for (int64_t row = 0; row < planes * ho; row++) {
 		const int64_t plane = row / ho, i = row % ho;
 		const float *src = x + (plane * h + i * k) * w;
@@ -153,12 +157,12 @@ void cpu_avgpool2d_forward(float *out, const float *x, int64_t planes, int64_t h
 	}
 }
 
-void cpu_avgpool2d_backward(float *dx, const float *dout, int64_t planes, int64_t h,
+void dfi_cpu_avgpool2d_backward(const df_backend *be, float *dx, const float *dout, int64_t planes, int64_t h,
 			    int64_t w, int64_t k)
 {
 	const int64_t ho = h / k, wo = w / k;
 	const float inv = 1.0f / (float)(k * k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(be->threads) if (planes * h * w > DFI_CPU_PARALLEL_MIN)
 	for (int64_t row = 0; row < planes * ho; row++) {
 		const int64_t plane = row / ho, i = row % ho;
 		float *dst = dx + (plane * h + i * k) * w;
@@ -170,4 +174,30 @@ void cpu_avgpool2d_backward(float *dx, const float *dout, int64_t planes, int64_
 					dst[a * w + j * k + bcol] += g;
 		}
 	}
+}
+
+/* The slots of the spatial, pointwise-math and loss families. */
+void dfi_cpu_install_spatial(df_backend *be)
+{
+	be->groupnorm_forward = dfi_cpu_groupnorm_forward;
+	be->groupnorm_backward = dfi_cpu_groupnorm_backward;
+	be->conv2d_workspace = dfi_cpu_conv2d_workspace;
+	be->conv2d_forward = dfi_cpu_conv2d_forward;
+	be->conv2d_backward = dfi_cpu_conv2d_backward;
+	be->upsample_nearest2x_forward = dfi_cpu_upsample_nearest2x_forward;
+	be->upsample_nearest2x_backward = dfi_cpu_upsample_nearest2x_backward;
+	be->avgpool2d_forward = dfi_cpu_avgpool2d_forward;
+	be->avgpool2d_backward = dfi_cpu_avgpool2d_backward;
+	be->unary_forward = dfi_cpu_unary_forward;
+	be->unary_backward = dfi_cpu_unary_backward;
+	be->softmax_forward = dfi_cpu_softmax_forward;
+	be->softmax_backward = dfi_cpu_softmax_backward;
+	be->dropout_forward = dfi_cpu_dropout_forward;
+	be->dropout_backward = dfi_cpu_dropout_backward;
+	be->normal_kl_forward = dfi_cpu_normal_kl_forward;
+	be->normal_kl_backward = dfi_cpu_normal_kl_backward;
+	be->discretized_gaussian_loglik_forward = dfi_cpu_discretized_gaussian_loglik_forward;
+	be->discretized_gaussian_loglik_backward = dfi_cpu_discretized_gaussian_loglik_backward;
+	be->cross_entropy_forward = dfi_cpu_cross_entropy_forward;
+	be->cross_entropy_backward = dfi_cpu_cross_entropy_backward;
 }

@@ -4,108 +4,81 @@
  * into every gradient pointer it is given, and skips the NULL ones, so the
  * tape can accumulate gradients from several consumers.
  *
- * Private to libdiffuse: the names carry no df_ prefix, so they are not
- * exported. */
+ * Each matches its slot in struct df_backend (backend.h) and is installed
+ * by dfi_cpu_install_spatial(); the kernel test calls them directly. */
 #ifndef DIFFUSE_CPU_SPATIAL_KERNELS_H
 #define DIFFUSE_CPU_SPATIAL_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include "../../backend.h"
 
-/* ---- Group normalisation -------------------------------------------
- * x (n, c, s): s is the product of the spatial dims; `groups` divides c.
- * w, b (c) or NULL (no affine). mean and rstd receive n * groups values. */
-void cpu_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
-			   const float *w, const float *b, int64_t n, int64_t c,
-			   int64_t s, int64_t groups, float eps);
-void cpu_groupnorm_backward(float *dx, float *dw, float *db, const float *dout,
-			    const float *x, const float *mean, const float *rstd,
-			    const float *w, int64_t n, int64_t c, int64_t s, int64_t groups);
+/* ---- Group normalisation, resampling (spatial.c) ------------------- */
+void dfi_cpu_groupnorm_forward(const df_backend *be, float *out, float *mean, float *rstd, const float *x,
+                               const float *w, const float *b, int64_t n, int64_t c, int64_t s, int64_t groups,
+                               float eps);
+void dfi_cpu_groupnorm_backward(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
+                                const float *x, const float *mean, const float *rstd, const float *w, int64_t n,
+                                int64_t c, int64_t s, int64_t groups);
+void dfi_cpu_upsample_nearest2x_forward(const df_backend *be, float *out, const float *x, int64_t planes,
+                                        int64_t h, int64_t w);
+void dfi_cpu_upsample_nearest2x_backward(const df_backend *be, float *dx, const float *dout, int64_t planes,
+                                         int64_t h, int64_t w);
+/* A remainder of h or w beyond a multiple of k is dropped, as PyTorch's
+ * AvgPool2d does. */
+void dfi_cpu_avgpool2d_forward(const df_backend *be, float *out, const float *x, int64_t planes, int64_t h,
+                               int64_t w, int64_t k);
+void dfi_cpu_avgpool2d_backward(const df_backend *be, float *dx, const float *dout, int64_t planes, int64_t h,
+                                int64_t w, int64_t k);
 
-/* ---- 2-D convolution (NCHW, weights (cout, cin, kh, kw)) -------------
+/* ---- 2-D convolution (conv.c) ----------------------------------------
  * The im2col buffer holds a tile of output rows of one image, at most
- * CPU_CONV2D_SCRATCH_FLOATS floats unless a single output row needs more,
+ * DFI_CPU_CONV2D_TILE_FLOATS floats unless a single output row needs more,
  * so memory stays bounded at VAE and UNet resolutions. */
-#ifndef CPU_CONV2D_SCRATCH_FLOATS /* tests shrink it to force many tiles */
-#define CPU_CONV2D_SCRATCH_FLOATS ((int64_t)1 << 21) /* 8 MiB */
+#ifndef DFI_CPU_CONV2D_TILE_FLOATS /* the kernel test shrinks it to force many tiles */
+#define DFI_CPU_CONV2D_TILE_FLOATS ((int64_t)1 << 21) /* 8 MiB */
 #endif
+/* Bytes of workspace (0 for 1x1 convolutions with stride 1 and no padding,
+ * which multiply the input directly). */
+size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s);
+void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
+                            const float *w, const float *b, void *workspace);
+void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
+                             float *db, const float *dout, const float *x, const float *w, void *workspace);
 
-struct cpu_conv2d_shape {
-	int64_t n, cin, h, w;     /* input */
-	int64_t cout, kh, kw;     /* weights */
-	int64_t stride, pad;
-	int64_t ho, wo;           /* output, from cpu_conv2d_shape_init */
-};
+/* ---- Pointwise math (pointwise_math.c) --------------------------------
+ * fn is an enum df_unary_fn; `saved` is the forward's output for exp and
+ * tanh, its input for log and softplus. */
+void dfi_cpu_unary_forward(const df_backend *be, int fn, float *out, const float *x, int64_t n);
+void dfi_cpu_unary_backward(const df_backend *be, int fn, float *dx, const float *dout, const float *saved,
+                            int64_t n);
+void dfi_cpu_softmax_forward(const df_backend *be, float *out, const float *x, int64_t rows, int64_t d);
+void dfi_cpu_softmax_backward(const df_backend *be, float *dx, const float *dout, const float *out, int64_t rows,
+                              int64_t d);
+void dfi_cpu_dropout_forward(const df_backend *be, float *out, const float *x, int64_t n, float p, uint64_t seed,
+                             uint64_t stream, uint64_t step);
+void dfi_cpu_dropout_backward(const df_backend *be, float *dx, const float *dout, int64_t n, float p,
+                              uint64_t seed, uint64_t stream, uint64_t step);
 
-/* Fills ho and wo; returns 0, or -1 when the geometry gives no output. */
-int cpu_conv2d_shape_init(struct cpu_conv2d_shape *s);
-/* Floats of scratch the forward and backward need (0 for 1x1 convolutions
- * with stride 1 and no padding, which multiply the input directly). */
-int64_t cpu_conv2d_scratch_floats(const struct cpu_conv2d_shape *s);
-void cpu_conv2d_forward(float *out, const float *x, const float *w, const float *b,
-			const struct cpu_conv2d_shape *s, float *scratch);
-void cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dout,
-			 const float *x, const float *w, const struct cpu_conv2d_shape *s,
-			 float *scratch);
-
-/* ---- Resampling on (planes, h, w), planes = n * c --------------------- */
-void cpu_upsample_nearest2x_forward(float *out, const float *x, int64_t planes,
-				    int64_t h, int64_t w);
-void cpu_upsample_nearest2x_backward(float *dx, const float *dout, int64_t planes,
-				     int64_t h, int64_t w);
-/* kernel = stride, no padding; output (h / k, w / k), a remainder is
- * dropped as PyTorch's AvgPool2d does. */
-void cpu_avgpool2d_forward(float *out, const float *x, int64_t planes, int64_t h,
-			   int64_t w, int64_t k);
-void cpu_avgpool2d_backward(float *dx, const float *dout, int64_t planes, int64_t h,
-			    int64_t w, int64_t k);
-
-/* ---- Pointwise math on n elements ------------------------------------
- * Backwards take the forward's output where it suffices (exp, tanh). */
-void cpu_exp_forward(float *out, const float *x, int64_t n);
-void cpu_exp_backward(float *dx, const float *dout, const float *out, int64_t n);
-void cpu_log_forward(float *out, const float *x, int64_t n);
-void cpu_log_backward(float *dx, const float *dout, const float *x, int64_t n);
-void cpu_softplus_forward(float *out, const float *x, int64_t n);
-void cpu_softplus_backward(float *dx, const float *dout, const float *x, int64_t n);
-void cpu_tanh_forward(float *out, const float *x, int64_t n);
-void cpu_tanh_backward(float *dx, const float *dout, const float *out, int64_t n);
-
-/* Softmax over rows of length d. */
-void cpu_softmax_forward(float *out, const float *x, int64_t rows, int64_t d);
-void cpu_softmax_backward(float *dx, const float *dout, const float *out,
-			  int64_t rows, int64_t d);
-
-/* Dropout: element i is kept when the Philox uniform at (seed, stream,
- * step, i) is below 1 - p, and scaled by 1 / (1 - p); p >= 1 drops all.
- * The backward draws the same mask again instead of storing it. */
-void cpu_dropout_forward(float *out, const float *x, int64_t n, float p,
-			 uint64_t seed, uint64_t stream, uint64_t step);
-void cpu_dropout_backward(float *dx, const float *dout, int64_t n, float p,
-			  uint64_t seed, uint64_t stream, uint64_t step);
-
-/* ---- Losses -------------------------------------------------------------
- * normal_kl: elementwise KL(N(m1, e^lv1) || N(m2, e^lv2)) in nats. */
-void cpu_normal_kl_forward(float *out, const float *m1, const float *lv1,
-			   const float *m2, const float *lv2, int64_t n);
-void cpu_normal_kl_backward(float *dm1, float *dlv1, float *dm2, float *dlv2,
-			    const float *dout, const float *m1, const float *lv1,
-			    const float *m2, const float *lv2, int64_t n);
-/* Discretised Gaussian log-likelihood of x in [-1, 1] on 255 bins of width
- * 2/255 under N(mean, exp(log_scale)^2), guided-diffusion's definition. */
-void cpu_discretized_gaussian_loglik_forward(float *out, const float *x,
-					     const float *mean, const float *log_scale,
-					     int64_t n);
-void cpu_discretized_gaussian_loglik_backward(float *dx, float *dmean, float *dlog_scale,
-					      const float *dout, const float *x,
-					      const float *mean, const float *log_scale,
-					      int64_t n);
-/* Cross-entropy of logits (rows, k) against labels in [0, k): out (rows);
- * lse (rows) keeps each row's log-sum-exp for the backward. */
-void cpu_cross_entropy_forward(float *out, float *lse, const float *logits,
-			       const int32_t *labels, int64_t rows, int64_t k);
-void cpu_cross_entropy_backward(float *dlogits, const float *dout, const float *logits,
-				const float *lse, const int32_t *labels, int64_t rows,
-				int64_t k);
+/* ---- Losses (losses.c) --------------------------------------------------
+ * normal_kl: elementwise KL(N(m1, e^lv1) || N(m2, e^lv2)) in nats. The
+ * discretised Gaussian log-likelihood is guided-diffusion's, in float32 as
+ * there: x in [-1, 1] on bins of width 2/255, the tanh approximation of the
+ * normal CDF, open edge bins below -0.999 and above 0.999, logs clamped at
+ * 1e-12. Cross-entropy keeps each row's log-sum-exp (lse may be NULL). */
+void dfi_cpu_normal_kl_forward(const df_backend *be, float *out, const float *m1, const float *lv1,
+                               const float *m2, const float *lv2, int64_t n);
+void dfi_cpu_normal_kl_backward(const df_backend *be, float *dm1, float *dlv1, float *dm2, float *dlv2,
+                                const float *dout, const float *m1, const float *lv1, const float *m2,
+                                const float *lv2, int64_t n);
+void dfi_cpu_discretized_gaussian_loglik_forward(const df_backend *be, float *out, const float *x,
+                                                 const float *mean, const float *log_scale, int64_t n);
+void dfi_cpu_discretized_gaussian_loglik_backward(const df_backend *be, float *dx, float *dmean,
+                                                  float *dlog_scale, const float *dout, const float *x,
+                                                  const float *mean, const float *log_scale, int64_t n);
+void dfi_cpu_cross_entropy_forward(const df_backend *be, float *out, float *lse, const float *logits,
+                                   const int32_t *labels, int64_t rows, int64_t k);
+void dfi_cpu_cross_entropy_backward(const df_backend *be, float *dlogits, const float *dout, const float *logits,
+                                    const float *lse, const int32_t *labels, int64_t rows, int64_t k);
 
 #endif
