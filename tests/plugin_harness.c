@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "diffuse/runtime.h"
 #include "plugin_harness.h"
 
 const df_component *harness_component(df_kind kind, const char *name)
@@ -28,93 +29,20 @@ const df_component *harness_component(df_kind kind, const char *name)
 	return NULL;
 }
 
-static void check_range(const df_setting *s, double v)
-{
-	if (v < s->min || v > s->max)
-		fail_msg("setting %s: %g is outside [%g, %g]", s->name, v, s->min, s->max);
-}
-
-static void fill_one(const df_setting *s, char *field, const char *text)
-{
-	char *end = NULL;
-	switch (s->type) {
-	case DF_SETTING_INT: {
-		long long v = strtoll(text, &end, 10);
-		if (*text == '\0' || *end != '\0')
-			fail_msg("setting %s: \"%s\" is not an integer", s->name, text);
-		check_range(s, (double)v);
-		*(int64_t *)field = v;
-		break;
-	}
-	case DF_SETTING_FLOAT: {
-		double v = strtod(text, &end);
-		if (*text == '\0' || *end != '\0')
-			fail_msg("setting %s: \"%s\" is not a number", s->name, text);
-		check_range(s, v);
-		*(double *)field = v;
-		break;
-	}
-	case DF_SETTING_BOOL:
-		if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
-			fail_msg("setting %s: \"%s\" is neither true nor false", s->name, text);
-		*(int *)field = strcmp(text, "true") == 0;
-		break;
-	case DF_SETTING_STRING:
-		if (s->choices) {
-			int found = 0;
-			for (const char *const *c = s->choices; *c; c++)
-				found |= strcmp(*c, text) == 0;
-			if (!found)
-				fail_msg("setting %s: \"%s\" is not one of its choices", s->name, text);
-		}
-		free(*(char **)field);
-		*(char **)field = strdup(text);
-		break;
-	case DF_SETTING_LIST: {
-		df_list *list = (df_list *)field;
-		list->n = 0;
-		const char *p = text;
-		while (*p == '[' || *p == ' ')
-			p++;
-		while (*p && *p != ']') {
-			if (list->n == DF_LIST_MAX)
-				fail_msg("setting %s: more than %d items", s->name, DF_LIST_MAX);
-			list->v[list->n] = strtod(p, &end);
-			if (end == p)
-				fail_msg("setting %s: \"%s\" is not a list of numbers", s->name, text);
-			check_range(s, list->v[list->n++]);
-			for (p = end; *p == ',' || *p == ' '; p++)
-				;
-		}
-		break;
-	}
-	default:
-		fail_msg("setting %s: unknown type %d", s->name, (int)s->type);
-	}
-}
-
 void *harness_settings_v(const df_component *c, va_list ap)
 {
-	char *settings = calloc(1, c->settings_size ? c->settings_size : 1);
+	df_error err;
+	if (df_settings_check(c->settings, c->settings_size, &err) != DF_OK)
+		fail_msg("%s: %s", c->name, err.msg);
+	void *settings = calloc(1, c->settings_size ? c->settings_size : 1);
 	assert_non_null(settings);
-	for (const df_setting *s = c->settings; s && s->name; s++) {
-		if (!s->default_value)
-			continue;
-		assert_true(s->offset < c->settings_size);
-		fill_one(s, settings + s->offset, s->default_value);
-	}
+	if (df_settings_defaults(c->settings, settings, &err) != DF_OK)
+		fail_msg("%s: %s", c->name, err.msg);
 	for (const char *key; (key = va_arg(ap, const char *));) {
 		const char *value = va_arg(ap, const char *);
-		const df_setting *s = c->settings;
-		while (s && s->name && strcmp(s->name, key) != 0)
-			s++;
-		if (!s || !s->name)
-			fail_msg("%s has no setting %s", c->name, key);
-		fill_one(s, settings + s->offset, value);
+		if (df_settings_set(c->settings, settings, key, value, &err) != DF_OK)
+			fail_msg("%s: %s", c->name, err.msg);
 	}
-	for (const df_setting *s = c->settings; s && s->name; s++)
-		if (!s->default_value && s->type == DF_SETTING_STRING && !*(char **)(settings + s->offset))
-			fail_msg("%s: the required setting %s was not given", c->name, s->name);
 	return settings;
 }
 
@@ -129,11 +57,8 @@ void *harness_settings(const df_component *c, ...)
 
 void harness_settings_free(const df_component *c, void *settings)
 {
-	if (!settings)
-		return;
-	for (const df_setting *s = c->settings; s && s->name; s++)
-		if (s->type == DF_SETTING_STRING)
-			free(*(char **)((char *)settings + s->offset));
+	if (settings)
+		df_settings_release(c->settings, settings);
 	free(settings);
 }
 

@@ -15,9 +15,9 @@ const df_plugin *df_plugin_entry(void);
 const df_component *harness_component(df_kind kind, const char *name);
 
 /* A settings struct with the declared defaults, then `key`, `value`
- * string pairs (NULL-terminated) written as in a pipeline file. Every
- * default and value is checked against the declared type, range and
- * choices; an unknown key fails the test. */
+ * string pairs (NULL-terminated) written as after `-o key=value`, through
+ * the runtime's df_settings_*: a bad declaration, an unknown key or a
+ * value of the wrong type, range or choice fails the test. */
 void *harness_settings(const df_component *c, ...);
 void *harness_settings_v(const df_component *c, va_list pairs);
 void harness_settings_free(const df_component *c, void *settings);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -377,6 +378,23 @@ static void test_missing_labels(void **state)
 	free(labels);
 }
 
+static void test_unreadable(void **state)
+{
+	fixture *f = *state;
+	write_small(f->dir, N_SMALL, N_SMALL, 0);
+	char *images = path_in(f->dir, "train-images-idx3-ubyte.gz");
+	assert_int_equal(unlink(images), 0);
+	assert_int_equal(mkdir(images, 0700), 0);
+	void *ds;
+	df_error err;
+	assert_int_equal(open_with(&ds, &err, "root", f->dir), DF_EIO);
+	char *expected;
+	assert_true(asprintf(&expected, "%s: cannot read (Is a directory)", images) > 0);
+	assert_string_equal(err.msg, expected);
+	free(expected);
+	free(images);
+}
+
 static void test_truncated_images(void **state)
 {
 	fixture *f = *state;
@@ -545,6 +563,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_small_resize, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_labels, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trailing_bytes, setup, teardown),

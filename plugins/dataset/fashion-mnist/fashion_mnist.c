@@ -102,7 +102,7 @@ static int fmnist_open(const void *settings, void **self, df_error *err)
 		                      ds->labels.dims[0], ds->images.dims[0], image_path);
 	if (status == DF_OK)
 		status = resample_init(&ds->resample, (int)ds->images.dims[1], (int)ds->images.dims[2], s->pad_to,
-		                          s->resize, s->resize, filter, err);
+		                       s->resize, s->resize, filter, err);
 	if (status != DF_OK) {
 		fmnist_close(ds);
 		return status;
@@ -151,7 +151,7 @@ static const df_setting fmnist_settings_decl[] = {
 	DF_SETTING_INT(fmnist_settings, pad_to, "0", 0, 4096,
 	               "pad the 28x28 images, centred, with the background -1 to this square size (0: no padding)"),
 	DF_SETTING_INT(fmnist_settings, resize, "0", 0, 4096,
-	               "then resize to this square size with `filter` (0: keep the size)"),
+	               "resize, after any padding, to this square size with `filter` (0: keep the size)"),
 	DF_SETTING_CHOICE(fmnist_settings, filter, "bilinear", resample_filters,
 	                  "resize filter: bilinear (half-pixel centres, as PyTorch's align_corners=False) or nearest"),
 	DF_SETTING_INT(fmnist_settings, limit, "0", 0, 1e12, "use only the first N items (0: all)"),

@@ -107,8 +107,11 @@ int idx_read_gz(const char *path, size_t max_bytes, const char *if_missing, uint
 		if (got < 0) {
 			int zerr;
 			const char *why = gzerror(gz, &zerr);
-			status = df_error_set(err, DF_EINVAL, "%s: corrupt gzip data after %zu bytes (%s)", path, used,
-			                      zerr == Z_ERRNO ? strerror(errno) : why);
+			if (zerr == Z_ERRNO)
+				status = df_error_set(err, DF_EIO, "%s: cannot read (%s)", path, strerror(errno));
+			else
+				status = df_error_set(err, DF_EINVAL, "%s: corrupt gzip data after %zu bytes (%s)", path,
+				                      used, why);
 			break;
 		}
 		used += (size_t)got;
@@ -132,6 +135,10 @@ int idx_read_gz(const char *path, size_t max_bytes, const char *if_missing, uint
 		free(data);
 		return status;
 	}
+	/* Give back the slack of the last doubling (up to half the buffer). */
+	uint8_t *fitted = used ? realloc(data, used) : NULL;
+	if (fitted)
+		data = fitted;
 	*buf = data;
 	*len = used;
 	return DF_OK;
