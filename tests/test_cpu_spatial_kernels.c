@@ -259,6 +259,8 @@ static void test_conv2d(void **state)
 	conv_case(2, 1, 8, 7, 3, 2, 3, 3, 0, 1);  /* non-square kernel, stride 3 */
 	conv_case(1, 2, 4, 4, 2, 3, 3, 1, 3, 1);  /* padding wider than the kernel reach */
 	conv_case(1, 3, 6, 6, 2, 1, 1, 2, 0, 1);  /* strided 1x1: goes through im2col */
+	conv_case(3, 2, 5, 4, 3, 3, 3, 1, 1, 1);  /* 3 images on 2 threads: one by one */
+	conv_case(4, 2, 5, 4, 3, 3, 3, 1, 1, 0);  /* 4 images: the batch split over threads */
 }
 
 static void test_conv2d_workspace_is_bounded(void **state)
@@ -275,6 +277,9 @@ static void test_conv2d_workspace_is_bounded(void **state)
 	if (want < row)
 		want = row;
 	assert_int_equal(dfi_cpu_conv2d_workspace(be, &s), (size_t)want * sizeof(float));
+	/* A batch split over the two threads: a tile each. */
+	s.n = 4;
+	assert_int_equal(dfi_cpu_conv2d_workspace(be, &s), 2 * (size_t)want * sizeof(float));
 	/* 1x1 convolutions need none. */
 	struct df_conv2d_shape pointwise = { .n = 2, .cin = 64, .h = 9, .w = 9, .cout = 8,
 					     .kh = 1, .kw = 1, .stride = 1, .pad = 0 };

@@ -131,6 +131,8 @@ static void test_conv2d(void **state)
 		 {GC_IN(1, 3, 6, 6), GC_IN(2, 3, 1, 1), GC_IN(2)}, .naive = naive_conv},
 		{"conv2d padding beyond the kernel", build_conv, &wide_pad, 3,
 		 {GC_IN(1, 2, 4, 4), GC_IN(2, 2, 3, 3), GC_IN(2)}, .naive = naive_conv},
+		{"conv2d batch of 4 (split over threads)", build_conv, &s2p1, 3,
+		 {GC_IN(4, 2, 5, 4), GC_IN_RANGE(-0.5f, 0.5f, 3, 2, 3, 3), GC_IN(3)}, .naive = naive_conv},
 	};
 	assert_int_equal(gc_check_table(ctx, cases, N_CASES(cases), 21), 0);
 }

@@ -9,6 +9,7 @@
  * 1/cout of the GEMM's work. */
 #include "config.h"
 
+#include <omp.h>
 #include <cblas.h>
 
 #include "cpu.h"
@@ -29,12 +30,10 @@ static int64_t tile_rows(const struct df_conv2d_shape *s)
 	return rows < s->ho ? rows : s->ho;
 }
 
-size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+/* Floats of one im2col tile. */
+static int64_t tile_floats(const struct df_conv2d_shape *s)
 {
-	(void)be;
-	if (is_pointwise(s))
-		return 0;
-	return (size_t)(s->cin * s->kh * s->kw * s->wo * tile_rows(s)) * sizeof(float);
+	return is_pointwise(s) ? 0 : s->cin * s->kh * s->kw * s->wo * tile_rows(s);
 }
 
 /* The output columns ow whose input column ow * stride - pad + kj lies in
@@ -116,88 +115,143 @@ static void col2im_rows_add(float *dxn, const float *col, const struct df_conv2d
 	}
 }
 
-void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
-                            const float *w, const float *b, void *workspace)
+/* The batch is split over the threads, one image per thread at a time with
+ * a one-thread sgemm and its own slice of the workspace, when every thread
+ * gets at least one image and the split is even or the batch large; else
+ * images go one by one through OpenBLAS's threads. Both give the same
+ * floats: each image is computed the same way. */
+static int batch_workers(const df_backend *be, const struct df_conv2d_shape *s)
 {
-	float *scratch = workspace;
-	dfi_cpu_blas_threads(be->threads);
-	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo;
-	const int64_t rows = tile_rows(s);
+	const int64_t t = be->threads;
+	if (t > 1 && s->n >= t && (s->n % t == 0 || s->n >= 4 * t))
+		return (int)t;
+	return 1;
+}
 
-	for (int64_t img = 0; img < s->n; img++) {
-		const float *xn = x + img * s->cin * s->h * s->w;
-		float *on = out + img * s->cout * pixels;
-		/* The bias seeds the output; the GEMM then adds with beta = 1. */
-		if (b) {
-			for (int64_t co = 0; co < s->cout; co++)
-				for (int64_t p = 0; p < pixels; p++)
-					on[co * pixels + p] = b[co];
-		}
-		const float beta = b ? 1.0f : 0.0f;
-		if (is_pointwise(s)) {
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout,
-				    (int)pixels, (int)s->cin, 1.0f, w, (int)s->cin, xn, (int)pixels,
-				    beta, on, (int)pixels);
-			continue;
-		}
-		for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
-			const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0;
-			const int64_t cols = nr * s->wo;
-			im2col_rows(scratch, xn, s, r0, nr);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout,
-				    (int)cols, (int)k_total, 1.0f, w, (int)k_total, scratch,
-				    (int)cols, beta, on + r0 * s->wo, (int)pixels);
-		}
+/* The calling thread's tile of the workspace (none for 1x1). */
+static float *thread_scratch(void *workspace, const struct df_conv2d_shape *s)
+{
+	return workspace ? (float *)workspace + omp_get_thread_num() * tile_floats(s) : NULL;
+}
+
+size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s)
+{
+	if (is_pointwise(s))
+		return 0;
+	return (size_t)batch_workers(be, s) * (size_t)tile_floats(s) * sizeof(float);
+}
+
+/* One image: on (cout, ho, wo) = conv(xn). */
+static void forward_image(const struct df_conv2d_shape *s, float *on, const float *xn, const float *w,
+                          const float *b, float *scratch)
+{
+	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	/* The bias seeds the output; the GEMM then adds with beta = 1. */
+	if (b)
+		for (int64_t co = 0; co < s->cout; co++)
+			for (int64_t p = 0; p < pixels; p++)
+				on[co * pixels + p] = b[co];
+	const float beta = b ? 1.0f : 0.0f;
+	if (is_pointwise(s)) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout, (int)pixels, (int)s->cin, 1.0f, w,
+		            (int)s->cin, xn, (int)pixels, beta, on, (int)pixels);
+		return;
+	}
+	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
+		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
+		im2col_rows(scratch, xn, s, r0, nr);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout, (int)cols, (int)k_total, 1.0f, w,
+		            (int)k_total, scratch, (int)cols, beta, on + r0 * s->wo, (int)pixels);
 	}
 }
 
+/* One image: dxn (cin, h, w) += conv^T(dn). */
+static void input_grad_image(const struct df_conv2d_shape *s, float *dxn, const float *dn, const float *w,
+                             float *scratch)
+{
+	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	if (is_pointwise(s)) {
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s->cin, (int)pixels, (int)s->cout, 1.0f, w,
+		            (int)s->cin, dn, (int)pixels, 1.0f, dxn, (int)pixels);
+		return;
+	}
+	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
+		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k_total, (int)cols, (int)s->cout, 1.0f, w,
+		            (int)k_total, dn + r0 * s->wo, (int)pixels, 0.0f, scratch, (int)cols);
+		col2im_rows_add(dxn, scratch, s, r0, nr);
+	}
+}
+
+/* dw += dn im2col(xn)^T and db += row sums of dn, for one image. */
+static void weight_grad_image(const struct df_conv2d_shape *s, float *dw, float *db, const float *dn,
+                              const float *xn, float *scratch)
+{
+	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo, rows = tile_rows(s);
+	if (db)
+		for (int64_t co = 0; co < s->cout; co++) {
+			float acc = 0.0f;
+			for (int64_t p = 0; p < pixels; p++)
+				acc += dn[co * pixels + p];
+			db[co] += acc;
+		}
+	if (!dw)
+		return;
+	if (is_pointwise(s)) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout, (int)s->cin, (int)pixels, 1.0f, dn,
+		            (int)pixels, xn, (int)pixels, 1.0f, dw, (int)s->cin);
+		return;
+	}
+	for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
+		const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0, cols = nr * s->wo;
+		im2col_rows(scratch, xn, s, r0, nr);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout, (int)k_total, (int)cols, 1.0f,
+		            dn + r0 * s->wo, (int)pixels, scratch, (int)cols, 1.0f, dw, (int)k_total);
+	}
+}
+
+void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
+                            const float *w, const float *b, void *workspace)
+{
+	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
+	const int workers = batch_workers(be, s);
+	if (workers > 1) {
+		dfi_cpu_blas_threads(1);
+#pragma omp parallel for num_threads(workers) schedule(static)
+		for (int64_t img = 0; img < s->n; img++)
+			forward_image(s, out + img * out_image, x + img * in_image, w, b, thread_scratch(workspace, s));
+		dfi_cpu_blas_threads(be->threads);
+		return;
+	}
+	dfi_cpu_blas_threads(be->threads);
+	for (int64_t img = 0; img < s->n; img++)
+		forward_image(s, out + img * out_image, x + img * in_image, w, b, workspace);
+}
+
+/* The weight gradient sums over images, so it runs image by image in a
+ * fixed order (OpenBLAS's threads inside each GEMM); the input gradient is
+ * per image and may split the batch. */
 void dfi_cpu_conv2d_backward(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
                              float *db, const float *dout, const float *x, const float *w, void *workspace)
 {
-	float *scratch = workspace;
-	dfi_cpu_blas_threads(be->threads);
-	const int64_t k_total = s->cin * s->kh * s->kw, pixels = s->ho * s->wo;
-	const int64_t rows = tile_rows(s);
-
-	for (int64_t img = 0; img < s->n; img++) {
-		const float *xn = x + img * s->cin * s->h * s->w;
-		const float *dn = dout + img * s->cout * pixels;
-		float *dxn = dx ? dx + img * s->cin * s->h * s->w : NULL;
-		if (db) {
-			for (int64_t co = 0; co < s->cout; co++) {
-				float acc = 0.0f;
-				for (int64_t p = 0; p < pixels; p++)
-					acc += dn[co * pixels + p];
-				db[co] += acc;
-			}
-		}
-		if (is_pointwise(s)) {
-			if (dw)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout,
-					    (int)s->cin, (int)pixels, 1.0f, dn, (int)pixels, xn,
-					    (int)pixels, 1.0f, dw, (int)s->cin);
-			if (dxn)
-				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s->cin,
-					    (int)pixels, (int)s->cout, 1.0f, w, (int)s->cin, dn,
-					    (int)pixels, 1.0f, dxn, (int)pixels);
-			continue;
-		}
-		for (int64_t r0 = 0; r0 < s->ho; r0 += rows) {
-			const int64_t nr = r0 + rows <= s->ho ? rows : s->ho - r0;
-			const int64_t cols = nr * s->wo;
-			const float *dtile = dn + r0 * s->wo;
-			if (dw) {
-				im2col_rows(scratch, xn, s, r0, nr);
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout,
-					    (int)k_total, (int)cols, 1.0f, dtile, (int)pixels, scratch,
-					    (int)cols, 1.0f, dw, (int)k_total);
-			}
-			if (dxn) {
-				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k_total,
-					    (int)cols, (int)s->cout, 1.0f, w, (int)k_total, dtile,
-					    (int)pixels, 0.0f, scratch, (int)cols);
-				col2im_rows_add(dxn, scratch, s, r0, nr);
-			}
-		}
+	const int64_t in_image = s->cin * s->h * s->w, out_image = s->cout * s->ho * s->wo;
+	if (dw || db) {
+		dfi_cpu_blas_threads(be->threads);
+		for (int64_t img = 0; img < s->n; img++)
+			weight_grad_image(s, dw, db, dout + img * out_image, x + img * in_image, workspace);
 	}
+	if (!dx)
+		return;
+	const int workers = batch_workers(be, s);
+	if (workers > 1) {
+		dfi_cpu_blas_threads(1);
+#pragma omp parallel for num_threads(workers) schedule(static)
+		for (int64_t img = 0; img < s->n; img++)
+			input_grad_image(s, dx + img * in_image, dout + img * out_image, w, thread_scratch(workspace, s));
+		dfi_cpu_blas_threads(be->threads);
+		return;
+	}
+	dfi_cpu_blas_threads(be->threads);
+	for (int64_t img = 0; img < s->n; img++)
+		input_grad_image(s, dx + img * in_image, dout + img * out_image, w, workspace);
 }

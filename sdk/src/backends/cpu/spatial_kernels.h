@@ -38,8 +38,9 @@ void dfi_cpu_avgpool2d_backward(const df_backend *be, float *dx, const float *do
 #ifndef DFI_CPU_CONV2D_TILE_FLOATS /* the kernel test shrinks it to force many tiles */
 #define DFI_CPU_CONV2D_TILE_FLOATS ((int64_t)1 << 21) /* 8 MiB */
 #endif
-/* Bytes of workspace (0 for 1x1 convolutions with stride 1 and no padding,
- * which multiply the input directly). */
+/* Bytes of workspace: one tile, or one per thread when the batch is split
+ * over threads (0 for 1x1 convolutions with stride 1 and no padding, which
+ * multiply the input directly). */
 size_t dfi_cpu_conv2d_workspace(const df_backend *be, const struct df_conv2d_shape *s);
 void dfi_cpu_conv2d_forward(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
                             const float *w, const float *b, void *workspace);
