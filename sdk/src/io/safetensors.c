@@ -345,16 +345,21 @@ int df_safetensors_open(df_safetensors **out, const char *path, df_error *err)
 	if (!out || !path)
 		return df__fail(err, -EINVAL, path, "no file given");
 	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO given by mistake must not hang the open */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
 		return df__fail(err, -e, path, "cannot open: %s", strerror(e));
 	}
 	struct stat sb;
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		int e = S_ISREG(sb.st_mode) ? errno : EINVAL;
+	if (fstat(fd, &sb) != 0) {
+		int e = errno;
 		close(fd);
-		return df__fail(err, -e, path, "not a regular file");
+		return df__fail(err, -e, path, "cannot stat: %s", strerror(e));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return df__fail(err, -EINVAL, path, "not a regular file");
 	}
 	df_safetensors *st = new_handle(path, err);
 	if (!st) {
