@@ -1,5 +1,6 @@
 /* What the host's command files share (main.c parses and loads; stages.c
  * runs training, sampling and forwards). */
+/* What the commands of the diffuse program share (host/ only). */
 #ifndef DIFFUSE_HOST_H
 #define DIFFUSE_HOST_H
 
@@ -10,6 +11,11 @@
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 /* Arguments shared by the commands that take a pipeline. */
+#include "diffuse/runtime.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* A pipeline file with its -o overrides (and, for run, the runs folder). */
 typedef struct pipeline_args {
 	const char *file;
 	const char **overrides;
@@ -52,5 +58,11 @@ int cmd_forward(int argc, char **argv);
 	 "One backbone forward in eval mode on x, t, y from IN; writes out. With G (holding w of\n"     \
 	 "out's shape) also writes grad.<name> = d sum(out * w) / d parameter for every parameter.",    \
 	 cmd_forward},
+
+/* Loads plugins and the pipeline; prints refusals then errors. Returns an
+ * exit status. */
+
+#define FORWARD_USAGE \
+	"PIPELINE --weights W --inputs IN --out OUT [--grad-weights G] [--num-classes K] [--out-channels C] [-o SECTION.KEY=VALUE]..."
 
 #endif

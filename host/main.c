@@ -101,6 +101,7 @@ static df_registry *open_registry(void)
 /* ------------------------------------------------------------------ */
 /* Arguments shared by check and run. */
 
+/* Arguments shared by check and run (pipeline_args: host.h). */
 
 static int wants_help(int argc, char **argv)
 {
@@ -441,6 +442,11 @@ static const command commands[] = {
 	 cmd_check},
 	HOST_STAGE_COMMANDS
 	{"plugins", "", "Lists every loaded component: kind, name, version, file, summary.", cmd_plugins},
+	{"forward", FORWARD_USAGE,
+	 "Runs the pipeline's backbone once in eval mode on x, t and y of IN and writes out;\n"
+	 "with --grad-weights, also grad.<name> of sum(out * w) for every trained parameter\n"
+	 "(w from G). For parity checks against another implementation.",
+	 cmd_forward},
 	{"help", "[NAME | COMMAND]",
 	 "Prints the settings of a component (type, default, range, help), of a pipeline\n"
 	 "section (train, sample, pipeline), or the usage of a command.",

@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
+#include "testutil.h"
 
 #include "diffuse/io.h"
 #include "diffuse/tensor.h"
@@ -20,14 +24,14 @@
 #define GRAD_TOLERANCE 1e-4
 
 /* A context and a model made through the component's vtable. */
-typedef struct fixture {
+typedef struct model_fixture {
 	df_ctx *ctx;
 	const df_backbone_vtable *vt;
 	void *model;
 	df_params *params;
-} fixture;
+} model_fixture;
 
-static void fixture_open(fixture *f, const df_component *component, const dit_settings *s,
+static void fixture_open(model_fixture *f, const df_component *component, const dit_settings *s,
                          const df_backbone_shape *shape)
 {
 	df_error err = {{0}};
@@ -40,7 +44,7 @@ static void fixture_open(fixture *f, const df_component *component, const dit_se
 	f->params = f->vt->params(f->model);
 }
 
-static void fixture_close(fixture *f)
+static void fixture_close(model_fixture *f)
 {
 	f->vt->destroy(f->model);
 	df_ctx_destroy(f->ctx);
@@ -82,7 +86,7 @@ static void test_registered_count(void **state)
 	/* A named model's shape with a small width: S/8's depth and patch. */
 	dit_settings s = {"DiT-S/8", 0, 64, 4, 0, 4.0, 0};
 	df_backbone_shape shape = {{4, 16, 16}, 8, 10, 1};
-	fixture f;
+	model_fixture f;
 	fixture_open(&f, &dit_component, &s, &shape);
 	dit_config cfg;
 	assert_int_equal(dit_config_resolve(&cfg, &s, &shape, "dit", 0, &err), DF_OK);
@@ -216,7 +220,7 @@ static void run_parity(const parity_case *pc)
 {
 	char name[256];
 	df_error err = {{0}};
-	fixture f;
+	model_fixture f;
 	fixture_open(&f, pc->component, &pc->settings, &pc->shape);
 	df_params *params = f.params;
 
@@ -317,6 +321,91 @@ static const parity_case sit_case = {
 	&sit_component, "sit", {"custom", 2, 8, 2, 4, 2.0, 1}, {{4, 8, 8}, 4, 10, 1},
 };
 
+/* ------------------------------------------------------------------ */
+/* The same through `diffuse forward`: the command a user runs to compare
+ * the C network with PyTorch. Needs the build tree (make check). */
+
+extern char **environ;
+
+static int run_program(char *const argv[])
+{
+	pid_t pid;
+	int status = 0;
+	fflush(stdout); /* keep this test's lines before the program's */
+	if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) < 0)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Runs diffuse forward on the golden inputs; returns its exit status. */
+static int run_forward(const char *prefix, const char *num_classes, const char *out_channels, const char *out)
+{
+	const char *build = getenv("DF_TOP_BUILDDIR"), *source = getenv("DF_TOP_SRCDIR");
+	char program[1024], cfg[1024], weights[1024], inputs[1024], golden[1024];
+	snprintf(program, sizeof(program), "%s/host/diffuse", build);
+	snprintf(cfg, sizeof(cfg), "%s/tests/reference/%s_tiny.cfg", source, prefix);
+	snprintf(weights, sizeof(weights), "%s/%s_tiny_weights.safetensors", DIT_TEST_DATA_DIR, prefix);
+	snprintf(inputs, sizeof(inputs), "%s/%s_tiny_inputs.safetensors", DIT_TEST_DATA_DIR, prefix);
+	snprintf(golden, sizeof(golden), "%s/%s_tiny_out.safetensors", DIT_TEST_DATA_DIR, prefix);
+	char *argv[] = {program, "forward", cfg, "--num-classes", (char *)num_classes, "--out-channels",
+	                (char *)out_channels, "--weights", weights, "--inputs", inputs, "--grad-weights", golden,
+	                "--out", (char *)out, NULL};
+	return run_program(argv);
+}
+
+static void check_forward_command(const char *dir, const char *prefix, const char *out_channels)
+{
+	char name[256];
+	char *out_path = path_join(dir, "out.safetensors");
+	assert_int_equal(run_forward(prefix, "10", out_channels, out_path), 0);
+	df_safetensors *got = NULL;
+	df_error err = {{0}};
+	if (df_safetensors_open(&got, out_path, &err) != 0)
+		fail_msg("%s", err.msg);
+	snprintf(name, sizeof(name), "%s_tiny_out.safetensors", prefix);
+	df_safetensors *golden = open_golden(name);
+	printf("diffuse forward on %s:\n", prefix);
+	size_t compared = 0;
+	int failures = 0;
+	for (size_t i = 0; i < df_safetensors_count(golden); i++) {
+		const char *tensor = df_safetensors_tensor_at(golden, i)->name;
+		int is_grad = strncmp(tensor, "grad.", 5) == 0;
+		if (!is_grad && strcmp(tensor, "out") != 0)
+			continue;
+		size_t n_ref = 0, n_got = 0;
+		float *ref = read_tensor(golden, tensor, &n_ref), *values = read_tensor(got, tensor, &n_got);
+		assert_int_equal(n_ref, n_got);
+		double tol = is_grad ? GRAD_TOLERANCE : OUT_TOLERANCE;
+		failures += compare(tensor, values, ref, n_ref, tol) > tol;
+		compared++;
+		free(ref);
+		free(values);
+	}
+	assert_int_equal(compared + 2, df_safetensors_count(golden)); /* all but w and hidden.1 */
+	assert_int_equal(compared, df_safetensors_count(got));
+	assert_int_equal(failures, 0);
+	df_safetensors_close(golden);
+	df_safetensors_close(got);
+	free(out_path);
+}
+
+static void test_forward_command(void **state)
+{
+	if (!getenv("DF_TOP_BUILDDIR") || !getenv("DF_TOP_SRCDIR"))
+		skip();
+	char *dir = make_temp_dir();
+	check_forward_command(dir, "dit", "8");
+	check_forward_command(dir, "sit", "4");
+	/* A model of another shape is refused (exit 1) and writes nothing. */
+	char *refused = path_join(dir, "refused.safetensors");
+	assert_int_equal(run_forward("dit", "9", "8", refused), 1);
+	assert_int_equal(run_forward("sit", "10", "8", refused), 1);
+	assert_int_equal(access(refused, F_OK), -1);
+	free(refused);
+	remove_tree(dir);
+	free(dir);
+}
+
 static void test_dit_parity(void **state)
 {
 	run_parity(&dit_case);
@@ -332,7 +421,7 @@ static void expect_load_error(const parity_case *pc, const char *tensor, const c
 {
 	char path[1024];
 	df_error err = {{0}};
-	fixture f;
+	model_fixture f;
 	fixture_open(&f, pc->component, &pc->settings, &pc->shape);
 	snprintf(path, sizeof(path), "%s/%s_tiny_weights.safetensors", DIT_TEST_DATA_DIR, pc->prefix);
 	assert_int_equal(dit_model_load(f.model, path, &err), DF_EINVAL);
@@ -376,7 +465,7 @@ static void test_zero_at_init(void **state)
 	df_error err = {{0}};
 	dit_settings s = {"custom", 2, 32, 4, 2, 4.0, 0};
 	df_backbone_shape shape = {{4, 8, 8}, 8, 10, 1};
-	fixture f;
+	model_fixture f;
 	fixture_open(&f, &dit_component, &s, &shape);
 	const df_backbone_vtable *vt = f.vt;
 	void *model = f.model;
@@ -441,7 +530,7 @@ static void test_zero_at_init(void **state)
 static void test_bad_inputs(void **state)
 {
 	df_error err = {{0}};
-	fixture f;
+	model_fixture f;
 	fixture_open(&f, &sit_component, &sit_case.settings, &sit_case.shape);
 	const df_backbone_vtable *vt = f.vt;
 	void *model = f.model;
@@ -480,6 +569,7 @@ int main(void)
 		cmocka_unit_test(test_dit_parity),
 		cmocka_unit_test(test_sit_parity),
 		cmocka_unit_test(test_load_mismatch),
+		cmocka_unit_test(test_forward_command),
 		cmocka_unit_test(test_zero_at_init),
 		cmocka_unit_test(test_bad_inputs),
 	};
