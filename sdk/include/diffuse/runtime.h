@@ -94,10 +94,10 @@ int df_registry_load_path(df_registry *reg, const char *path, const char *base_d
 /* Loads every *.so of a directory, in name order. A directory that does
  * not exist is not an error. */
 int df_registry_load_dir(df_registry *reg, const char *dir, df_error *err);
-/* Loads one plugin file. Returns DF_EINVAL with the reason in err (and
- * records it) when the file is refused as a whole; a duplicate component
- * is recorded but does not fail the file. Loading the same file twice is
- * a no-op. */
+/* Loads one plugin file. When the file is refused as a whole it returns
+ * DF_EINVAL (DF_EIO when it cannot be found) with "file: reason" in err,
+ * and records that line; a duplicate component is recorded but does not
+ * fail the file. Loading the same file twice is a no-op. */
 int df_registry_load_file(df_registry *reg, const char *file, df_error *err);
 
 size_t df_registry_count(const df_registry *reg);
