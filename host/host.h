@@ -1,19 +1,16 @@
-/* What the host's command files share (main.c parses and loads; stages.c
- * runs training, sampling and forwards). */
-/* What the commands of the diffuse program share (host/ only). */
+/* What the commands of the diffuse program share (host/ only): main.c
+ * parses and loads, stages.c trains and samples, cmd_forward.c runs one
+ * backbone pass. */
 #ifndef DIFFUSE_HOST_H
 #define DIFFUSE_HOST_H
 
 #include <stddef.h>
 #include "diffuse/diffuse.h"
 
-/* Exit status: 3 = interrupted by Ctrl-C after saving. */
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
-
-/* Arguments shared by the commands that take a pipeline. */
 #include "diffuse/runtime.h"
 
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+/* Exit status: 3 = interrupted by Ctrl-C after saving. */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 /* A pipeline file with its -o overrides (and, for run, the runs folder). */
 typedef struct pipeline_args {
@@ -53,14 +50,8 @@ int cmd_forward(int argc, char **argv);
 	 "(x0 and y). --checkpoint needs no PIPELINE: the checkpoint holds it. --weights takes\n"         \
 	 "plain weights under the official names. --noise takes x (N, C, H, W) and y (N) from a\n"      \
 	 "file instead of drawing them. Also -o SECTION.KEY=VALUE.",                                      \
-	 cmd_sample},                                                                                     \
-	{"forward", "PIPELINE --weights W.safetensors --inputs IN.safetensors --out OUT.safetensors [--grad-weights G.safetensors]", \
-	 "One backbone forward in eval mode on x, t, y from IN; writes out. With G (holding w of\n"     \
-	 "out's shape) also writes grad.<name> = d sum(out * w) / d parameter for every parameter.",    \
-	 cmd_forward},
+	 cmd_sample},
 
-/* Loads plugins and the pipeline; prints refusals then errors. Returns an
- * exit status. */
 
 #define FORWARD_USAGE \
 	"PIPELINE --weights W --inputs IN --out OUT [--grad-weights G] [--num-classes K] [--out-channels C] [-o SECTION.KEY=VALUE]..."

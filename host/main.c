@@ -471,7 +471,7 @@ static void print_usage(FILE *out)
 	             "  --version, -V  the version\n\n"
 	             "Plugins are searched in %s, then DIFFUSE_PLUGIN_PATH,\n"
 	             "then the pipeline's plugin_path. Exit status: 0 success, 1 failure while running,\n"
-	             "2 usage or pipeline error.\n",
+	             "2 usage or pipeline error, 3 interrupted (state saved).\n",
 	        df_registry_system_dir());
 }
 

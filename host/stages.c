@@ -1,4 +1,4 @@
-/* The commands that run stages: train, sample, forward, and the stages of
+/* The commands that run stages: train, sample, and the stages of
  * `diffuse run`. Progress goes to stderr on a terminal only; news to
  * stdout. */
 #include "config.h"
@@ -13,7 +13,7 @@
 /* Options of the stage commands, taken out of argv before the shared
  * pipeline arguments are parsed. */
 static struct {
-	const char *checkpoint, *weights, *noise, *out, *inputs, *grad_weights;
+	const char *checkpoint, *weights, *noise, *out;
 	int64_t count, max_steps;
 } opt;
 
@@ -189,10 +189,6 @@ static int take_options(int *argc, char **argv, const char *const *names)
 			opt.noise = text;
 		else if (strcmp(name, "--out") == 0)
 			opt.out = text;
-		else if (strcmp(name, "--inputs") == 0)
-			opt.inputs = text;
-		else if (strcmp(name, "--grad-weights") == 0)
-			opt.grad_weights = text;
 		else if (strcmp(name, "--count") == 0 && parse_count(argv[0], name, text, &opt.count) != 0)
 			return -1;
 		else if (strcmp(name, "--max-steps") == 0 && parse_count(argv[0], name, text, &opt.max_steps) != 0)
@@ -275,27 +271,4 @@ int cmd_sample(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	return with_checkpoint_as_pipeline(argc, argv, sample_body);
-}
-
-static int forward_body(const pipeline_args *a, const df_pipeline *p)
-{
-	(void)a;
-	df_error err;
-	int status = df_forward_run(p, opt.weights, opt.inputs, opt.out, opt.grad_weights, &err);
-	if (status)
-		return report_failure("forward", status, &err);
-	printf("%s: out%s written\n", opt.out, opt.grad_weights ? " and parameter gradients" : "");
-	return EXIT_OK;
-}
-
-int cmd_forward(int argc, char **argv)
-{
-	static const char *const names[] = {"--weights", "--inputs", "--out", "--grad-weights", NULL};
-	if (take_options(&argc, argv, names) != 0)
-		return EXIT_USAGE;
-	if (!opt.weights || !opt.inputs || !opt.out) {
-		fprintf(stderr, "diffuse forward: --weights, --inputs and --out are required\n");
-		return EXIT_USAGE;
-	}
-	return with_pipeline(argc, argv, 0, forward_body);
 }

@@ -218,7 +218,7 @@ int df_pipeline_write_file(const df_pipeline *p, const char *path, df_error *err
 int df_run_prepare(const df_pipeline *p, const char *runs_dir, char **run_dir, df_error *err);
 
 /* ------------------------------------------------------------------ */
-/* Stages: training, sampling and one-off forwards of a pipeline.
+/* Stages: training and sampling of a pipeline.
  *
  * Guidance lives in the `sample` section (cfg_scale, cfg_interval,
  * guidance_channels), not in each sampler's: the runtime's denoiser applies
@@ -308,11 +308,6 @@ int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_s
 int df_pipeline_load_checkpoint(df_registry *reg, const char *checkpoint, const df_pipeline_options *options,
                                 df_pipeline **pipeline, df_error *err);
 
-/* One backbone forward in eval mode: x, t, y from inputs; writes out to
- * out_path; with grad_weights (a file holding w, out's shape) also the
- * gradient of sum(out * w) for every parameter as "grad.<name>". */
-int df_forward_run(const df_pipeline *p, const char *weights, const char *inputs, const char *out_path,
-                   const char *grad_weights, df_error *err);
 
 #ifdef __cplusplus
 }
