@@ -42,7 +42,8 @@ backbone = { plugin = "pixel-mlp"; hidden = 16; };
 objective = { plugin = "flow-fixture"; };
 sampler = { plugin = "euler-fixture"; steps = 3; };
 train = { batch = 5; lr = 1e-2; steps = 20; ema = 0.9; ema_warmup = true; warmup = 3;
-          lr_schedule = "cosine"; grad_clip = 1.0; log_every = 5; checkpoint_every = 0; };
+          lr_schedule = "cosine"; grad_clip = 1.0; log_every = 5; checkpoint_every = 0;
+          sample_every = 10; };
 sample = { count = 6; batch = 4; cfg_scale = 2.0; };
 CFG
 
@@ -70,7 +71,8 @@ lines=$(wc -l <"$tmp/once/tiny/log.jsonl")
 for key in '"step":20' loss_by_t_quartile grad_norm '"lr"' images_per_s '"data"' '"forward"' '"backward"' '"optimiser"'; do
 	grep -q -- "$key" "$tmp/once/tiny/log.jsonl" || { echo "FAIL: $key not in log.jsonl"; failures=$((failures + 1)); }
 done
-[ -f "$tmp/once/tiny/samples-000020.png" ] || { echo "FAIL: no final grid"; failures=$((failures + 1)); }
+[ -f "$tmp/once/tiny/samples-000010.png" ] || { echo "FAIL: no grid at step 10"; failures=$((failures + 1)); }
+[ -f "$tmp/once/tiny/samples.png" ] || { echo "FAIL: no final grid"; failures=$((failures + 1)); }
 
 # NaN: stop, name the step and the last good checkpoint.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/nan" -o objective.nan_at_step=12 \
