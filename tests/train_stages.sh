@@ -123,6 +123,23 @@ grep -q '"x0"' "$tmp/x0.safetensors" || { echo "FAIL: x0 not in the output"; fai
 expect 2 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$ckpt"
 grep_in err "--out is required"
 
+# --noise: x and y come from the file (here zeros, class 0), so two runs
+# agree and the count follows the file.
+header='{"x":{"dtype":"F32","shape":[2,1,8,8],"data_offsets":[0,512]},"y":{"dtype":"I64","shape":[2],"data_offsets":[512,528]}}'
+len=${#header}
+pad=$(( (8 - len % 8) % 8 ))
+len=$((len + pad))
+{
+	printf "$(printf '\\%03o' $((len % 256)) $((len / 256)) 0 0 0 0 0 0)"
+	printf '%s' "$header"
+	printf '%*s' "$pad" ''
+	head -c 528 /dev/zero
+} >"$tmp/noise.safetensors"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n1.safetensors"
+grep_in out "2 samples from EMA weights"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n2.safetensors"
+cmp -s "$tmp/n1.safetensors" "$tmp/n2.safetensors" || { echo "FAIL: the same noise gave other samples"; failures=$((failures + 1)); }
+
 # run: train then sample into the run folder.
 expect 0 "$diffuse" run "$tmp/tiny.cfg" --runs-dir "$tmp/run"
 [ -s "$tmp/run/tiny/samples.png" ] || { echo "FAIL: run wrote no samples.png"; failures=$((failures + 1)); }
