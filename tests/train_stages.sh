@@ -140,6 +140,10 @@ grep_in out "2 samples from EMA weights"
 expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n2.safetensors"
 cmp -s "$tmp/n1.safetensors" "$tmp/n2.safetensors" || { echo "FAIL: the same noise gave other samples"; failures=$((failures + 1)); }
 
+# Without --checkpoint: the run folder's.
+expect 0 "$diffuse" sample "$tmp/tiny.cfg" --runs-dir "$tmp/once" --count 2 --out "$tmp/r.png"
+grep_in out "2 samples from EMA weights (step 20)"
+
 # run: train then sample into the run folder.
 expect 0 "$diffuse" run "$tmp/tiny.cfg" --runs-dir "$tmp/run"
 [ -s "$tmp/run/tiny/samples.png" ] || { echo "FAIL: run wrote no samples.png"; failures=$((failures + 1)); }
