@@ -83,6 +83,9 @@ grep_in err "the last good checkpoint is $tmp/nan/tiny/checkpoint.safetensors (s
 # A sampler that needs a velocity on an objective that cannot give one.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/eps" -o objective.prediction=eps
 grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, but the model predicts eps"
+expect 2 "$diffuse" check "$tmp/tiny.cfg" -o objective.prediction=eps
+grep_in err "tiny.cfg: sampler euler-fixture on objective flow-fixture: needs a velocity"
+expect 0 "$diffuse" check "$tmp/tiny.cfg"
 
 # A checkpoint of another shape names the setting.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once" -o backbone.hidden=8 -o train.steps=30

@@ -157,3 +157,30 @@ int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *
 	*self = m->eval_self;
 	return df_params_write(m->eval_params, m->ema, err);
 }
+
+int df_pipeline_check_sampler(const df_pipeline *p, df_error *err)
+{
+	const df_pipeline_section *ob = component_section(p, "objective", 0, err);
+	const df_pipeline_section *sa = component_section(p, "sampler", 0, err);
+	if (!ob || !sa)
+		return DF_OK;
+	const df_pipeline_settings *top = df_pipeline_top(p);
+	const df_objective_vtable *objective = ob->component->component->vtable;
+	const df_sampler_vtable *sampler = sa->component->component->vtable;
+	df_ctx *ctx = NULL;
+	void *objective_self = NULL, *sampler_self = NULL;
+	int rc = df_ctx_create(&ctx, top->device, (int)top->threads, err);
+	if (!rc && (rc = objective->create(ob->values, ctx, &objective_self, err)))
+		blame(err, rc, ob);
+	if (!rc && !(rc = sampler->create(sa->values, ctx, &sampler_self, err)))
+		rc = sampler->check(sampler_self, objective->process(objective_self), err);
+	if (rc && objective_self)
+		df_error_prefix(err, rc, "sampler %s on objective %s", sa->component->component->name,
+		                ob->component->component->name);
+	if (sampler_self)
+		sampler->destroy(sampler_self);
+	if (objective_self)
+		objective->destroy(objective_self);
+	df_ctx_destroy(ctx);
+	return rc;
+}
