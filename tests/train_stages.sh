@@ -143,6 +143,26 @@ grep_in out "2 samples from EMA weights"
 expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n2.safetensors"
 cmp -s "$tmp/n1.safetensors" "$tmp/n2.safetensors" || { echo "FAIL: the same noise gave other samples"; failures=$((failures + 1)); }
 
+# tensor_bytes FILE NAME: the raw bytes of one tensor of a safetensors file.
+tensor_bytes() {
+	hlen=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+	range=$(dd if="$1" bs=1 skip=8 count="$hlen" 2>/dev/null | grep -o "\"$2\":{[^}]*}" |
+		sed 's/.*data_offsets":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/')
+	set -- "$1" $range
+	dd if="$1" bs=1 skip=$((8 + hlen + $2)) count=$(($3 - $2)) 2>/dev/null
+}
+# The EMA copy of a frozen tensor (registered first, as DiT's pos_embed)
+# is the tensor itself, and EMA samples differ from raw ones after training.
+tensor_bytes "$ckpt" out_offset >"$tmp/frozen.raw"
+tensor_bytes "$ckpt" ema.out_offset >"$tmp/frozen.ema"
+[ -s "$tmp/frozen.raw" ] || { echo "FAIL: out_offset not found in the checkpoint"; failures=$((failures + 1)); }
+cmp -s "$tmp/frozen.raw" "$tmp/frozen.ema" || { echo "FAIL: the EMA set holds another frozen tensor"; failures=$((failures + 1)); }
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --count 3 --out "$tmp/ema20.safetensors"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --count 3 --out "$tmp/raw20.safetensors" -o sample.weights=raw
+tensor_bytes "$tmp/ema20.safetensors" x0 >"$tmp/ema.x0"
+tensor_bytes "$tmp/raw20.safetensors" x0 >"$tmp/raw.x0"
+cmp -s "$tmp/ema.x0" "$tmp/raw.x0" && { echo "FAIL: EMA and raw samples agree after 20 steps"; failures=$((failures + 1)); }
+
 # Without --checkpoint: the run folder's.
 expect 0 "$diffuse" sample "$tmp/tiny.cfg" --runs-dir "$tmp/once" --count 2 --out "$tmp/r.png"
 grep_in out "2 samples from EMA weights (step 20)"

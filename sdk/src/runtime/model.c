@@ -139,7 +139,10 @@ int dfr_model_ensure_ema(dfr_model *m, df_error *err)
 	m->ema = malloc((size_t)m->numel * sizeof *m->ema);
 	if (!m->ema)
 		return df_error_set(err, DF_ENOMEM, "EMA set: out of memory");
-	return df_params_read(m->params, m->ema, err);
+	/* The EMA set is laid out as the block (trainable tensors first), not
+	 * in registration order as df_params_read copies. */
+	memcpy(m->ema, df_params_block(m->params, DF_PARAMS_VALUES), (size_t)m->numel * sizeof *m->ema);
+	return DF_OK;
 }
 
 int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err)
@@ -150,12 +153,16 @@ int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *
 	}
 	if (!m->eval_self) {
 		int rc = create_backbone(m, &m->eval_self, err);
+		/* init too: a backbone may keep state besides its parameters */
+		if (!rc)
+			rc = m->backbone->init(m->eval_self, m->seed, err);
 		if (rc)
 			return rc;
 		m->eval_params = m->backbone->params(m->eval_self);
 	}
 	*self = m->eval_self;
-	return df_params_write(m->eval_params, m->ema, err);
+	memcpy(df_params_block(m->eval_params, DF_PARAMS_VALUES), m->ema, (size_t)m->numel * sizeof *m->ema);
+	return DF_OK;
 }
 
 int df_pipeline_check_sampler(const df_pipeline *p, df_error *err)
