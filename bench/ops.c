@@ -14,6 +14,8 @@
 #include "diffuse/tensor.h"
 #include "../sdk/src/core.h"
 
+#pragma weak df_softmax /* measured when the build has it */
+
 /* Many short runs: on a shared machine, the best of them is the one that
  * ran undisturbed. */
 #define RUNS 40
@@ -168,57 +170,6 @@ static void bench_attention(const df_backend *be, const char *name, int64_t n, i
 
 /* ---------------------------------------------------------------- */
 
-struct conv_case {
-	const df_backend *be;
-	struct df_conv2d_shape s;
-	float *x, *w, *b, *out, *dout, *dx, *dw, *db, *col;
-	void *ws;
-};
-
-static void conv_op(void *arg)
-{
-	struct conv_case *c = arg;
-	c->be->conv2d_forward(c->be, &c->s, c->out, c->x, c->w, c->b, c->ws);
-	c->be->conv2d_backward(c->be, &c->s, c->dx, c->dw, c->db, c->dout, c->x, c->w, c->ws);
-}
-
-/* The three products of the im2col formulation per image (output, weight
- * gradient, column gradient) as raw sgemm calls on a ready column matrix. */
-static void conv_ref(void *arg)
-{
-	struct conv_case *c = arg;
-	const struct df_conv2d_shape *s = &c->s;
-	int o = (int)s->cout, k = (int)(s->cin * s->kh * s->kw), p = (int)(s->ho * s->wo);
-	for (int64_t i = 0; i < s->n; i++) {
-		float *out = c->out + i * o * p, *dout = c->dout + i * o * p;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, p, k, 1.0f, c->w, k, c->col, p, 0.0f, out, p);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, k, p, 1.0f, dout, p, c->col, p, 1.0f, c->dw, k);
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, o, 1.0f, c->w, k, dout, p, 0.0f, c->col, p);
-	}
-}
-
-static void bench_conv(const df_backend *be, const char *name, int64_t n, int64_t cin, int64_t hw, int64_t cout,
-                       int64_t kernel)
-{
-	struct conv_case c = {.be = be};
-	c.s = (struct df_conv2d_shape){.n = n, .cin = cin, .h = hw, .w = hw, .cout = cout, .kh = kernel, .kw = kernel,
-	                               .stride = 1, .pad = kernel / 2, .ho = hw, .wo = hw};
-	int64_t in_elems = n * cin * hw * hw, out_elems = n * cout * hw * hw, k = cin * kernel * kernel;
-	c.x = buffer((size_t)in_elems), c.dx = buffer((size_t)in_elems), c.out = buffer((size_t)out_elems);
-	c.dout = buffer((size_t)out_elems), c.w = buffer((size_t)(cout * k)), c.dw = buffer((size_t)(cout * k));
-	c.b = buffer((size_t)cout), c.db = buffer((size_t)cout), c.col = buffer((size_t)(k * hw * hw));
-	c.ws = malloc(be->conv2d_workspace(be, &c.s) + 64);
-	double flops = 3.0 * 2.0 * (double)out_elems * (double)k;
-	double ref, op;
-	best_times(conv_ref, conv_op, &c, 1, &ref, &op);
-	printf("%-34s %8.1f GFLOP/s %5.2f   (sgemm %.1f GFLOP/s; workspace %.1f MiB)\n", name, flops / op * 1e-9,
-	       ref / op, flops / ref * 1e-9, (double)be->conv2d_workspace(be, &c.s) / 1048576.0);
-	free(c.x), free(c.dx), free(c.out), free(c.dout), free(c.w), free(c.dw), free(c.b), free(c.db), free(c.col);
-	free(c.ws);
-}
-
-/* ---------------------------------------------------------------- */
-
 struct mem_case {
 	const df_backend *be;
 	int64_t n, t, d;
@@ -265,12 +216,8 @@ static void gelu_backward(struct mem_case *c)
 
 static void softmax_forward(struct mem_case *c)
 {
-	c->be->softmax_forward(c->be, c->out, c->x, c->n * c->t, c->d);
-}
-
-static void softmax_backward(struct mem_case *c)
-{
-	c->be->softmax_backward(c->be, c->dx, c->dout, c->out, c->n * c->t, c->d);
+	df_graph_reset(c->g);
+	df_softmax(c->g, c->tx);
 }
 
 /* bytes: the tensor traffic of one call (each full-size tensor read or
@@ -306,10 +253,6 @@ int main(int argc, char **argv)
 	bench_linear(be, "linear 2048x384->1536 fwd+bwd", 2048, 384, 1536);
 	bench_linear(be, "linear 2048x1536->384 fwd+bwd", 2048, 1536, 384);
 	bench_attention(be, "attention 8x256 6x64 fwd+bwd", 8, 256, 6, 64);
-	printf("# conv2d 3x3 pad 1: forward + backward (dx, dW, db) vs the three sgemms per image\n");
-	bench_conv(be, "conv2d 8x128x32x32->128 fwd+bwd", 8, 128, 32, 128, 3);
-	bench_conv(be, "conv2d 32x64x16x16->64 fwd+bwd", 32, 64, 16, 64, 3);
-	bench_conv(be, "conv2d 1x128x64x64->128 fwd+bwd", 1, 128, 64, 128, 3);
 
 	struct mem_case c = {.be = be, .n = 8, .t = 256, .d = 384};
 	size_t big = (size_t)8 * 256 * 1536;
@@ -334,11 +277,6 @@ int main(int argc, char **argv)
 		printf("%-34s (not in this build)\n", "softmax");
 	}
 	free(c.x), free(c.out), free(c.dout), free(c.dx), free(c.shift), free(c.scale), free(c.dshift), free(c.dscale), free(c.mean), free(c.rstd);
-	c.n = 8 * 6, c.d = 256; /* attention scores: 8 samples x 6 heads x 256 x 256 */
-	softmax_forward(&c); /* real probabilities for the backward */
-	bench_memory(&c, "softmax 12288x256 fwd", softmax_forward, 2);
-	bench_memory(&c, "softmax 12288x256 bwd", softmax_backward, 4);
-	free(c.x), free(c.out), free(c.dout), free(c.dx), free(c.shift), free(c.scale), free(c.mean), free(c.rstd);
 	df_ctx_destroy(ctx);
 	return 0;
 }
