@@ -86,6 +86,9 @@ grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, 
 expect 2 "$diffuse" check "$tmp/tiny.cfg" -o objective.prediction=eps
 grep_in err "tiny.cfg: sampler euler-fixture on objective flow-fixture: needs a velocity"
 expect 0 "$diffuse" check "$tmp/tiny.cfg"
+expect 2 "$diffuse" check "$tmp/tiny.cfg" -o 'sample.cfg_interval=[0.8, 0.2]'
+grep_in err "sample.cfg_interval: needs [lo, hi] with lo <= hi"
+expect 0 "$diffuse" check "$tmp/tiny.cfg" -o 'sample.cfg_interval=[0.2, 0.8]'
 
 # A checkpoint of another shape names the setting.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once" -o backbone.hidden=8 -o train.steps=30

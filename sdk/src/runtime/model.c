@@ -43,8 +43,23 @@ static int create_backbone(dfr_model *m, void **self, df_error *err)
 	return rc ? blame(err, rc, sec) : DF_OK;
 }
 
+/* Settings whose meaning spans two values are checked together. */
+static int check_sample_section(const df_pipeline *p, df_error *err)
+{
+	const df_pipeline_section *sec = df_pipeline_get(p, "sample");
+	if (!sec)
+		return DF_OK;
+	const df_list *iv = &((const df_sample_settings *)sec->values)->cfg_interval;
+	if (iv->n != 2 || iv->v[0] > iv->v[1])
+		return df_error_set(err, DF_EINVAL, "%s:%d: sample.cfg_interval: needs [lo, hi] with lo <= hi (t = 0 data, t = 1 noise)",
+		                    sec->source.file ? sec->source.file : df_pipeline_file(p), sec->source.line);
+	return DF_OK;
+}
+
 static int open_components(dfr_model *m, const df_pipeline *p, df_error *err)
 {
+	if (check_sample_section(p, err))
+		return DF_EINVAL;
 	const df_pipeline_section *ds = component_section(p, "dataset", 1, err);
 	const df_pipeline_section *bb = component_section(p, "backbone", 1, err);
 	const df_pipeline_section *ob = component_section(p, "objective", 1, err);
@@ -167,6 +182,8 @@ int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *
 
 int df_pipeline_check_sampler(const df_pipeline *p, df_error *err)
 {
+	if (check_sample_section(p, err))
+		return DF_EINVAL;
 	const df_pipeline_section *ob = component_section(p, "objective", 0, err);
 	const df_pipeline_section *sa = component_section(p, "sampler", 0, err);
 	if (!ob || !sa)
