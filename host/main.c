@@ -219,7 +219,7 @@ static int check_body(const pipeline_args *a, const df_pipeline *p)
 {
 	df_error err;
 	if (df_pipeline_check_sampler(p, &err) != DF_OK) {
-		fprintf(stderr, "%s: %s\n", a->file, err.msg);
+		fprintf(stderr, "%s\n", err.msg);
 		return EXIT_USAGE;
 	}
 	printf("%s: ok (run \"%s\"", a->file, df_pipeline_top(p)->name);

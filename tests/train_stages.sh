@@ -84,7 +84,7 @@ grep_in err "the last good checkpoint is $tmp/nan/tiny/checkpoint.safetensors (s
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/eps" -o objective.prediction=eps
 grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, but the model predicts eps"
 expect 2 "$diffuse" check "$tmp/tiny.cfg" -o objective.prediction=eps
-grep_in err "tiny.cfg: sampler euler-fixture on objective flow-fixture: needs a velocity"
+grep_in err "tiny.cfg:7: sampler euler-fixture on objective flow-fixture: needs a velocity"
 expect 0 "$diffuse" check "$tmp/tiny.cfg"
 expect 2 "$diffuse" check "$tmp/tiny.cfg" -o 'sample.cfg_interval=[0.8, 0.2]'
 grep_in err "sample.cfg_interval: needs [lo, hi] with lo <= hi"

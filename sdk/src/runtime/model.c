@@ -199,8 +199,8 @@ int df_pipeline_check_sampler(const df_pipeline *p, df_error *err)
 	if (!rc && !(rc = sampler->create(sa->values, ctx, &sampler_self, err)))
 		rc = sampler->check(sampler_self, objective->process(objective_self), err);
 	if (rc && objective_self)
-		df_error_prefix(err, rc, "sampler %s on objective %s", sa->component->component->name,
-		                ob->component->component->name);
+		df_error_prefix(err, rc, "%s:%d: sampler %s on objective %s", df_pipeline_file(p), sa->source.line,
+		                sa->component->component->name, ob->component->component->name);
 	if (sampler_self)
 		sampler->destroy(sampler_self);
 	if (objective_self)
