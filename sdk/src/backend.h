@@ -45,6 +45,18 @@ struct df_attn_shape {
 	float scale;                /* 1 / sqrt(head_dim) */
 };
 
+/* A 2-D convolution: input (n, cin, h, w), weights (cout, cin, kh, kw),
+ * output (n, cout, ho, wo), ho = (h + 2 pad - kh) / stride + 1. */
+struct df_conv2d_shape {
+	int64_t n, cin, h, w;
+	int64_t cout, kh, kw;
+	int64_t stride, pad;
+	int64_t ho, wo;
+};
+
+/* The pointwise functions of unary_forward / unary_backward. */
+enum df_unary_fn { DF_UNARY_EXP, DF_UNARY_LOG, DF_UNARY_SOFTPLUS, DF_UNARY_TANH };
+
 struct df_backend {
 	const char *name;
 	int threads; /* worker threads for this context */
@@ -159,6 +171,69 @@ struct df_backend {
 	 * line, each family in its own block, kernels in their own files
 	 * under backends/cpu/. Keep new slots at the end of the struct. */
 	/* ================================================================ */
+
+	/* ---- spatial (backends/cpu/spatial.c, conv.c) ---- */
+	/* x (n, c, s), s the product of the spatial dims, in `groups` groups
+	 * of c / groups channels; w, b (c) may be NULL; mean, rstd
+	 * (n * groups) may be NULL (inference). */
+	void (*groupnorm_forward)(const df_backend *be, float *out, float *mean, float *rstd, const float *x,
+	                          const float *w, const float *b, int64_t n, int64_t c, int64_t s, int64_t groups,
+	                          float eps);
+	void (*groupnorm_backward)(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
+	                           const float *x, const float *mean, const float *rstd, const float *w, int64_t n,
+	                           int64_t c, int64_t s, int64_t groups);
+	/* NCHW convolution, w (cout, cin, kh, kw), b (cout) or NULL. */
+	size_t (*conv2d_workspace)(const df_backend *be, const struct df_conv2d_shape *s);
+	void (*conv2d_forward)(const df_backend *be, const struct df_conv2d_shape *s, float *out, const float *x,
+	                       const float *w, const float *b, void *workspace);
+	void (*conv2d_backward)(const df_backend *be, const struct df_conv2d_shape *s, float *dx, float *dw,
+	                        float *db, const float *dout, const float *x, const float *w, void *workspace);
+	/* planes = n * c images of (h, w). */
+	void (*upsample_nearest2x_forward)(const df_backend *be, float *out, const float *x, int64_t planes,
+	                                   int64_t h, int64_t w);
+	void (*upsample_nearest2x_backward)(const df_backend *be, float *dx, const float *dout, int64_t planes,
+	                                    int64_t h, int64_t w);
+	/* kernel = stride = k, output (h / k, w / k). */
+	void (*avgpool2d_forward)(const df_backend *be, float *out, const float *x, int64_t planes, int64_t h,
+	                          int64_t w, int64_t k);
+	void (*avgpool2d_backward)(const df_backend *be, float *dx, const float *dout, int64_t planes, int64_t h,
+	                           int64_t w, int64_t k);
+
+	/* ---- pointwise functions (backends/cpu/pointwise_math.c) ---- */
+	/* The backward takes the forward's input (log, softplus) or output
+	 * (exp, tanh), whichever the derivative needs: `saved`. */
+	void (*unary_forward)(const df_backend *be, int fn, float *out, const float *x, int64_t n);
+	void (*unary_backward)(const df_backend *be, int fn, float *dx, const float *dout, const float *saved,
+	                       int64_t n);
+	/* Softmax over rows of d. */
+	void (*softmax_forward)(const df_backend *be, float *out, const float *x, int64_t rows, int64_t d);
+	void (*softmax_backward)(const df_backend *be, float *dx, const float *dout, const float *out, int64_t rows,
+	                         int64_t d);
+	/* Keeps element i when diffuse/rng.h's uniform at (seed, stream, step,
+	 * i) is below 1 - p, scaled by 1 / (1 - p); the backward redraws the
+	 * same mask. */
+	void (*dropout_forward)(const df_backend *be, float *out, const float *x, int64_t n, float p, uint64_t seed,
+	                        uint64_t stream, uint64_t step);
+	void (*dropout_backward)(const df_backend *be, float *dx, const float *dout, int64_t n, float p,
+	                         uint64_t seed, uint64_t stream, uint64_t step);
+
+	/* ---- losses (backends/cpu/losses.c) ---- */
+	void (*normal_kl_forward)(const df_backend *be, float *out, const float *m1, const float *lv1,
+	                          const float *m2, const float *lv2, int64_t n);
+	void (*normal_kl_backward)(const df_backend *be, float *dm1, float *dlv1, float *dm2, float *dlv2,
+	                           const float *dout, const float *m1, const float *lv1, const float *m2,
+	                           const float *lv2, int64_t n);
+	void (*discretized_gaussian_loglik_forward)(const df_backend *be, float *out, const float *x,
+	                                            const float *mean, const float *log_scale, int64_t n);
+	void (*discretized_gaussian_loglik_backward)(const df_backend *be, float *dx, float *dmean,
+	                                             float *dlog_scale, const float *dout, const float *x,
+	                                             const float *mean, const float *log_scale, int64_t n);
+	/* logits (rows, k), labels host memory in [0, k); lse (rows) may be
+	 * NULL (inference). */
+	void (*cross_entropy_forward)(const df_backend *be, float *out, float *lse, const float *logits,
+	                              const int32_t *labels, int64_t rows, int64_t k);
+	void (*cross_entropy_backward)(const df_backend *be, float *dlogits, const float *dout, const float *logits,
+	                               const float *lse, const int32_t *labels, int64_t rows, int64_t k);
 };
 
 /* Backend constructors (internal names start with dfi_, so libdiffuse does

@@ -67,5 +67,6 @@ int dfi_backend_cpu_init(df_backend *be, int threads)
 	dfi_cpu_install_shape(be);
 	dfi_cpu_install_reduce(be);
 	/* Spatial families install here (one line each). */
+	dfi_cpu_install_spatial(be);
 	return 0;
 }

@@ -14,6 +14,7 @@ void dfi_cpu_install_embedding(df_backend *be);
 void dfi_cpu_install_shape(df_backend *be);
 void dfi_cpu_install_reduce(df_backend *be);
 /* Spatial families install here (one line each). */
+void dfi_cpu_install_spatial(df_backend *be); /* spatial.c: also pointwise math, losses */
 
 /* OpenBLAS runs its own threads for one large sgemm; kernels that call
  * sgemm from inside an OpenMP region (one head or one batch per thread)
