@@ -172,7 +172,8 @@ static int np_io_status(int rc)
 	return rc == -ENOMEM ? DF_ENOMEM : rc == -EINVAL ? DF_EINVAL : DF_EIO;
 }
 
-int np_load(df_params *params, const char *path, np_name_map map, const char *component, df_error *err)
+int np_load(df_params *params, const char *path, np_name_map map, void *map_ctx, const char *component,
+            df_error *err)
 {
 	df_safetensors *file = NULL;
 	int rc = df_safetensors_open(&file, path, err);
@@ -188,7 +189,10 @@ int np_load(df_params *params, const char *path, np_name_map map, const char *co
 	for (size_t i = 0; i < in_file && rc == DF_OK; i++) {
 		const df_safetensors_tensor *st = df_safetensors_tensor_at(file, i);
 		if (map) {
-			if (!map(st->name, name, sizeof(name))) {
+			int mapped = map(map_ctx, st->name, name, sizeof(name));
+			if (mapped < 0)
+				continue;
+			if (mapped == 0) {
 				rc = df_error_set(err, DF_EINVAL, "%s: %s: %s is not a name this network knows", component,
 				                  path, st->name);
 				break;
@@ -287,4 +291,40 @@ df_tensor *np_clamp(df_graph *g, df_tensor *x, float lo, float hi, np_scratch *s
 	df_tensor *mask = df_tensor_from_host(g, inside, x->ndim, x->shape);
 	df_tensor *fill = df_tensor_from_host(g, host, x->ndim, x->shape);
 	return df_add(g, df_mul(g, x, mask), fill);
+}
+
+df_tensor *np_to_tokens(df_graph *g, df_tensor *x)
+{
+	if (!x)
+		return NULL;
+	int64_t n = x->shape[0], ch = x->shape[1], t = x->shape[2] * x->shape[3];
+	return df_permute(g, df_reshape(g, x, DF_SHAPE(n, ch, t)), (const int[]){0, 2, 1});
+}
+
+df_tensor *np_from_tokens(df_graph *g, df_tensor *tokens, const df_tensor *like)
+{
+	if (!tokens || !like)
+		return NULL;
+	return df_reshape(g, df_permute(g, tokens, (const int[]){0, 2, 1}), like->ndim, like->shape);
+}
+
+df_tensor *np_as_linear(df_graph *g, df_tensor *w)
+{
+	return df_reshape(g, w, DF_SHAPE(w->shape[0], w->shape[1]));
+}
+
+df_tensor *np_abs(df_graph *g, df_tensor *x, np_scratch *s, df_error *err)
+{
+	if (!x)
+		return NULL;
+	float *host = np_scratch_get(s, x->numel);
+	if (!host) {
+		df_error_set(err, DF_ENOMEM, "abs: out of memory");
+		return NULL;
+	}
+	if (df_tensor_read(x, host, err) != DF_OK)
+		return NULL;
+	for (int64_t i = 0; i < x->numel; i++)
+		host[i] = host[i] > 0 ? 1.0f : host[i] < 0 ? -1.0f : 0.0f;
+	return df_mul(g, x, df_tensor_from_host(g, host, x->ndim, x->shape));
 }

@@ -60,16 +60,18 @@ void np_release(np_builder *b, int keep_params);
 int np_initialise(df_params *params, const np_entry *entries, int count, uint64_t seed, uint64_t stream_base,
                   const char *component, df_error *err);
 
-/* Maps a tensor name of a file to the model's name; writes it to out and
- * returns 1, or returns 0 when the name is not one it knows. */
-typedef int (*np_name_map)(const char *file_name, char *out, size_t size);
+/* Maps a tensor name of a file to the model's name: writes it to out and
+ * returns 1; returns 0 when the name is not one it knows (an error) and -1
+ * for a tensor to leave out (another part of a larger checkpoint). */
+typedef int (*np_name_map)(void *map_ctx, const char *file_name, char *out, size_t size);
 
 /* Loads every parameter from a safetensors file (any float dtype). Names in
  * the file go through map first when it is not NULL. Nothing is written
  * unless every parameter is present with its shape (a trailing 1x1 kernel
  * may be absent: Linear and 1x1 convolutions hold the same values), and
  * every tensor of the file is a parameter. */
-int np_load(df_params *params, const char *path, np_name_map map, const char *component, df_error *err);
+int np_load(df_params *params, const char *path, np_name_map map, void *map_ctx, const char *component,
+            df_error *err);
 
 /* Host scratch that grows as needed. */
 typedef struct np_scratch {
@@ -78,6 +80,15 @@ typedef struct np_scratch {
 } np_scratch;
 float *np_scratch_get(np_scratch *s, int64_t count);
 void np_scratch_free(np_scratch *s);
+
+/* (N, C, H, W) <-> (N, H W, C), and a 1x1 convolution weight (out, in, 1[, 1])
+ * viewed as a Linear weight (out, in). NULL in, NULL out. */
+df_tensor *np_to_tokens(df_graph *g, df_tensor *x);
+df_tensor *np_from_tokens(df_graph *g, df_tensor *tokens, const df_tensor *like);
+df_tensor *np_as_linear(df_graph *g, df_tensor *w);
+
+/* |x| with the gradient sign(x), from a host copy of the signs. */
+df_tensor *np_abs(df_graph *g, df_tensor *x, np_scratch *s, df_error *err);
 
 /* Elementwise clamp of x to [lo, hi] with PyTorch's gradient (zero outside),
  * built from a host mask: x * inside + outside_value. x unchanged when no

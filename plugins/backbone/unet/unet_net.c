@@ -348,8 +348,9 @@ int unet_model_init(unet_model *m, uint64_t seed, df_error *err)
 }
 
 /* Official checkpoints keep the UNet under "model.diffusion_model.". */
-static int unet_map_name(const char *file_name, char *out, size_t size)
+static int unet_map_name(void *map_ctx, const char *file_name, char *out, size_t size)
 {
+	(void)map_ctx;
 	static const char prefix[] = "model.diffusion_model.";
 	if (strncmp(file_name, prefix, sizeof(prefix) - 1) == 0)
 		file_name += sizeof(prefix) - 1;
@@ -359,7 +360,7 @@ static int unet_map_name(const char *file_name, char *out, size_t size)
 
 int unet_model_load(unet_model *m, const char *path, df_error *err)
 {
-	return np_load(m->params, path, unet_map_name, "unet", err);
+	return np_load(m->params, path, unet_map_name, NULL, "unet", err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -383,28 +384,6 @@ void unet_timestep_embedding(float *dst, const float *t, int64_t n, int dim)
 }
 
 static const float unet_gn_eps = 1e-5f;
-
-/* (N, C, H, W) <-> (N, H W, C) */
-static df_tensor *unet_to_tokens(df_graph *g, df_tensor *x)
-{
-	if (!x)
-		return NULL;
-	int64_t n = x->shape[0], ch = x->shape[1], t = x->shape[2] * x->shape[3];
-	return df_permute(g, df_reshape(g, x, DF_SHAPE(n, ch, t)), (const int[]){0, 2, 1});
-}
-
-static df_tensor *unet_from_tokens(df_graph *g, df_tensor *tokens, const df_tensor *like)
-{
-	if (!tokens || !like)
-		return NULL;
-	return df_reshape(g, df_permute(g, tokens, (const int[]){0, 2, 1}), like->ndim, like->shape);
-}
-
-/* A 1x1 convolution weight (out, in, 1[, 1]) as a Linear weight (out, in). */
-static df_tensor *unet_as_linear(df_graph *g, df_tensor *w)
-{
-	return df_reshape(g, w, DF_SHAPE(w->shape[0], w->shape[1]));
-}
 
 static df_tensor *unet_resblock_forward(const unet_model *m, df_graph *g, const unet_resblock *r, df_tensor *x,
                                         df_tensor *silu_emb)
@@ -444,14 +423,14 @@ static df_tensor *unet_resblock_forward(const unet_model *m, df_graph *g, const 
 static df_tensor *unet_attention_block(const unet_model *m, df_graph *g, const unet_attn *a, df_tensor *x)
 {
 	int64_t n = x->shape[0], ch = a->channels, t = x->shape[2] * x->shape[3], hd = ch / a->heads;
-	df_tensor *h = unet_to_tokens(g, df_groupnorm(g, x, m->cfg.groups, a->norm_w, a->norm_b, unet_gn_eps));
-	df_tensor *qkv = df_linear(g, h, unet_as_linear(g, a->in_w), a->in_b);
+	df_tensor *h = np_to_tokens(g, df_groupnorm(g, x, m->cfg.groups, a->norm_w, a->norm_b, unet_gn_eps));
+	df_tensor *qkv = df_linear(g, h, np_as_linear(g, a->in_w), a->in_b);
 	qkv = df_reshape(g, qkv, DF_SHAPE(n, t, a->heads, 3, hd));
 	qkv = df_permute(g, qkv, (const int[]){0, 1, 3, 2, 4});
 	qkv = df_reshape(g, qkv, DF_SHAPE(n, t, 3 * ch));
 	h = df_attention_qkv(g, qkv, a->heads);
-	h = df_linear(g, h, unet_as_linear(g, a->out_w), a->out_b);
-	return df_add(g, x, unet_from_tokens(g, h, x));
+	h = df_linear(g, h, np_as_linear(g, a->out_w), a->out_b);
+	return df_add(g, x, np_from_tokens(g, h, x));
 }
 
 static df_tensor *unet_cross_attention(df_graph *g, df_tensor *x, df_tensor *ctx, df_tensor *wq, df_tensor *wk,
@@ -482,12 +461,12 @@ static df_tensor *unet_transformer_block(df_graph *g, const unet_xblock *b, df_t
 static df_tensor *unet_spatial_transformer(const unet_model *m, df_graph *g, const unet_attn *a, df_tensor *x,
                                            df_tensor *ctx)
 {
-	df_tensor *h = unet_to_tokens(g, df_groupnorm(g, x, m->cfg.groups, a->norm_w, a->norm_b, 1e-6f));
-	h = df_linear(g, h, unet_as_linear(g, a->in_w), a->in_b);
+	df_tensor *h = np_to_tokens(g, df_groupnorm(g, x, m->cfg.groups, a->norm_w, a->norm_b, 1e-6f));
+	h = df_linear(g, h, np_as_linear(g, a->in_w), a->in_b);
 	for (int d = 0; d < m->cfg.depth; d++)
 		h = unet_transformer_block(g, &a->blocks[d], h, ctx, a->heads);
-	h = df_linear(g, h, unet_as_linear(g, a->out_w), a->out_b);
-	return df_add(g, x, unet_from_tokens(g, h, x));
+	h = df_linear(g, h, np_as_linear(g, a->out_w), a->out_b);
+	return df_add(g, x, np_from_tokens(g, h, x));
 }
 
 static df_tensor *unet_stage_forward(const unet_model *m, df_graph *g, const unet_stage *st, df_tensor *h,
