@@ -6,10 +6,12 @@
 #include "diffuse/settings.h"
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
+#include "diffuse/runtime.h"
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
-#include "diffuse/runtime.h"
+#include "diffuse/process.h"
+#include "diffuse/sampling.h"
 
 #ifdef __cplusplus
 extern "C" {
