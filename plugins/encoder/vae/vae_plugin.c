@@ -127,11 +127,20 @@ static int vae_loss_ext(void *self, df_graph *g, df_tensor *images, uint64_t see
 	return vae_train_loss(self, g, images, seed, step, loss, err);
 }
 
+static int vae_posterior_ext(void *self, df_graph *g, df_tensor *images, df_tensor **mean, df_tensor **logvar,
+                             df_error *err)
+{
+	return vae_posterior(self, g, images, mean, logvar, err);
+}
+
 /* "train-loss": int (*)(void *self, df_graph *g, df_tensor *images,
  *                       uint64_t seed, uint64_t step, df_tensor **loss, df_error *err)
  *     the autoencoder's own training loss (reconstruction + kl_weight KL);
  *     gradients reach its params().
- * "load-safetensors": int (*)(void *self, const char *path, df_error *err). */
+ * "load-safetensors": int (*)(void *self, const char *path, df_error *err).
+ * "posterior": int (*)(void *self, df_graph *g, df_tensor *images,
+ *                      df_tensor **mean, df_tensor **logvar, df_error *err)
+ *     the unscaled posterior (logvar clamped), for latent caches. */
 static void *vae_extension(void *self, const char *name)
 {
 	(void)self;
@@ -141,6 +150,8 @@ static void *vae_extension(void *self, const char *name)
 		return (void *)vae_loss_ext;
 	if (strcmp(name, "load-safetensors") == 0)
 		return (void *)vae_load_ext;
+	if (strcmp(name, "posterior") == 0)
+		return (void *)vae_posterior_ext;
 	return NULL;
 }
 
