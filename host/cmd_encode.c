@@ -4,7 +4,9 @@
  *   encode      runs the dataset through the encoder once and writes
  *               RUNS_DIR/<name>/latents.safetensors: "latents" as the model
  *               sees them (scaled), "labels", and, when the encoder has a
- *               posterior (vae), its unscaled "mean" and "logvar".
+ *               posterior (vae), its unscaled "mean" and "logvar" and each
+ *               image's "image_key", by which the vae's `cache` setting
+ *               finds them again during training.
  *   autoencode  trains the encoder with its own loss (the "train-loss"
  *               extension) using the pipeline's train section (batch, lr,
  *               steps, weight_decay, grad_clip, log_every), writes the
@@ -20,6 +22,7 @@
 
 typedef int (*posterior_fn)(void *self, df_graph *g, df_tensor *images, df_tensor **mean, df_tensor **logvar,
                             df_error *err);
+typedef void (*image_keys_fn)(void *self, const float *images, int64_t n, int64_t image_numel, int64_t *keys);
 typedef int (*train_loss_fn)(void *self, df_graph *g, df_tensor *images, uint64_t seed, uint64_t step,
                              df_tensor **loss, df_error *err);
 
@@ -121,8 +124,9 @@ static int for_each_batch(encode_parts *e, batch_visit visit, void *ctx, df_erro
 
 typedef struct latent_cache {
 	float *latents, *mean, *logvar;
-	int64_t *labels;
+	int64_t *labels, *keys;
 	posterior_fn posterior;
+	image_keys_fn image_keys;
 } latent_cache;
 
 static int encode_batch(void *ctx, encode_parts *e, df_graph *g, df_tensor *x, const float *host,
@@ -131,7 +135,6 @@ static int encode_batch(void *ctx, encode_parts *e, df_graph *g, df_tensor *x, c
 	latent_cache *c = ctx;
 	const int64_t per = shape_numel(e->latent);
 	df_tensor *z = NULL, *mean = NULL, *logvar = NULL;
-	(void)host;
 	int rc = e->encoder->encode(e->encoder_self, g, x, &z, err);
 	if (rc == DF_OK)
 		rc = df_tensor_read(z, c->latents + first * per, err);
@@ -140,6 +143,8 @@ static int encode_batch(void *ctx, encode_parts *e, df_graph *g, df_tensor *x, c
 		rc = df_tensor_read(logvar, c->logvar + first * per, err);
 	for (int64_t i = 0; i < n; i++)
 		c->labels[first + i] = labels[i];
+	if (c->image_keys)
+		c->image_keys(e->encoder_self, host, n, x->numel / n, c->keys + first);
 	return rc;
 }
 
@@ -152,8 +157,10 @@ static int encode_all(encode_parts *e, latent_cache *c, df_error *err)
 	if (c->posterior) {
 		c->mean = malloc((size_t)(count * per) * sizeof(float));
 		c->logvar = malloc((size_t)(count * per) * sizeof(float));
+		c->image_keys = (image_keys_fn)e->encoder->extension(e->encoder_self, "image-keys");
+		c->keys = c->image_keys ? malloc((size_t)count * sizeof(int64_t)) : NULL;
 	}
-	if (!c->latents || !c->labels || (c->posterior && (!c->mean || !c->logvar)))
+	if (!c->latents || !c->labels || (c->posterior && (!c->mean || !c->logvar)) || (c->image_keys && !c->keys))
 		return df_error_set(err, DF_ENOMEM, "encode: out of memory for %lld items", (long long)count);
 	return for_each_batch(e, encode_batch, c, err);
 }
@@ -172,11 +179,12 @@ static int encode_body(const pipeline_args *a, const df_pipeline *p)
 	if (rc == DF_OK) {
 		const int64_t shape[4] = {e.info.count, e.latent.channels, e.latent.height, e.latent.width};
 		const int64_t label_shape[1] = {e.info.count};
-		df_safetensors_entry entries[4] = {
+		df_safetensors_entry entries[5] = {
 			{"latents", DF_ST_F32, 4, shape, c.latents},
 			{"labels", DF_ST_I64, 1, label_shape, c.labels},
 			{"mean", DF_ST_F32, 4, shape, c.mean},
 			{"logvar", DF_ST_F32, 4, shape, c.logvar},
+			{"image_key", DF_ST_I64, 1, label_shape, c.keys},
 		};
 		const df_safetensors_meta meta[2] = {{"encoder", e.encoder_name}, {"pipeline", df_pipeline_file(p)}};
 		size_t n = strlen(dir) + 32;
@@ -185,7 +193,7 @@ static int encode_body(const pipeline_args *a, const df_pipeline *p)
 			rc = DF_ENOMEM;
 		else {
 			snprintf(path, n, "%s/latents.safetensors", dir);
-			rc = df_safetensors_write(path, entries, c.mean ? 4 : 2, meta, 2, &err) == 0 ? DF_OK : DF_EIO;
+			rc = df_safetensors_write(path, entries, c.mean ? (c.keys ? 5 : 4) : 2, meta, 2, &err) == 0 ? DF_OK : DF_EIO;
 		}
 	}
 	if (rc == DF_OK) {
@@ -207,6 +215,7 @@ static int encode_body(const pipeline_args *a, const df_pipeline *p)
 	free(c.mean);
 	free(c.logvar);
 	free(c.labels);
+	free(c.keys);
 	free(dir);
 	free(path);
 	if (e.ctx)

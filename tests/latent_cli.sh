@@ -44,6 +44,25 @@ run 0 "40 latents (2, 8, 8) from encoder vae, with the posterior's mean and logv
 	"$diffuse" encode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/runs" -o "encoder.weights=$tmp/runs/tiny-vae/encoder.safetensors"
 must_exist "$tmp/runs/tiny-vae/latents.safetensors"
 
+# Training reads the cache (the trained weights decode the sample grid).
+cat >"$tmp/tiny-ldm.cfg" <<CFG
+name = "tiny-ldm";
+seed = 1;
+dataset = { plugin = "shapes"; size = 16; count = 40; channels = 3; };
+encoder = { plugin = "vae"; ch = 8; ch_mult = [1, 2]; num_res_blocks = 1; z_channels = 2; groups = 4;
+            posterior = "sample"; scale_factor = 0.5; weights = "$tmp/runs/tiny-vae/encoder.safetensors";
+            cache = "$tmp/runs/tiny-vae/latents.safetensors"; };
+backbone = { plugin = "unet"; model_channels = 16; channel_mult = [1, 2]; num_res_blocks = 1; groups = 8;
+             attention_resolutions = [2]; num_head_channels = 8; use_spatial_transformer = true;
+             context_dim = 8; class_cond = "context"; };
+objective = { plugin = "ddpm"; };
+sampler = { plugin = "ddpm"; steps = 4; };
+train = { batch = 4; steps = 2; };
+sample = { count = 3; };
+CFG
+run 0 "samples.png" "$diffuse" run "$tmp/tiny-ldm.cfg" --runs-dir "$tmp/runs"
+must_exist "$tmp/runs/tiny-ldm/samples.png"
+
 # Weights of another shape are refused by name, with exit status 2.
 run 2 "in the file but" "$diffuse" encode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/runs" -o encoder.z_channels=3 \
 	-o "encoder.weights=$tmp/runs/tiny-vae/encoder.safetensors"

@@ -275,6 +275,76 @@ static void test_train_loss(void **state)
 	vae_close(&f);
 }
 
+/* encode takes an image's posterior from the cache (found by content)
+ * instead of running the network; an image not in it goes through the
+ * network. Model A writes the cache, model B (other weights) reads it. */
+static void test_latent_cache(void **state)
+{
+	(void)state;
+	vae_fixture a, b;
+	df_error err = {{0}};
+	enum { N = 3, IMAGE = 3 * 16 * 16, LATENT = 3 * 4 * 4 };
+	if (vae_open(&a, &err, TINY_SETTINGS, "seed", "1", NULL) != DF_OK)
+		fail_msg("%s", err.msg);
+	static float x[(N + 1) * IMAGE];
+	for (int i = 0; i < (N + 1) * IMAGE; i++)
+		x[i] = sinf(0.013f * (float)i * (float)(1 + i % 7));
+	df_graph *g = df_graph_create(a.ctx, DF_GRAPH_NO_GRAD);
+	df_tensor *mean = NULL, *logvar = NULL;
+	assert_int_equal(vae_posterior(a.model, g, df_tensor_from_host(g, x, DF_SHAPE(N, 3, 16, 16)), &mean, &logvar, &err),
+	                 DF_OK);
+	static float mean_a[N * LATENT], logvar_a[N * LATENT];
+	int64_t keys[N];
+	assert_int_equal(df_tensor_read(mean, mean_a, &err), DF_OK);
+	assert_int_equal(df_tensor_read(logvar, logvar_a, &err), DF_OK);
+	vae_image_keys(x, N, IMAGE, keys);
+	assert_true(keys[0] != keys[1] && keys[1] != keys[2]);
+	char *dir = harness_tmpdir();
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/latents.safetensors", dir);
+	const int64_t shape[4] = {N, 3, 4, 4}, key_shape[1] = {N};
+	df_safetensors_entry entries[3] = {
+		{"mean", DF_ST_F32, 4, shape, mean_a},
+		{"logvar", DF_ST_F32, 4, shape, logvar_a},
+		{"image_key", DF_ST_I64, 1, key_shape, keys},
+	};
+	assert_int_equal(df_safetensors_write(path, entries, 3, NULL, 0, &err), 0);
+	df_graph_destroy(g);
+	vae_close(&a);
+
+	if (vae_open(&b, &err, TINY_SETTINGS, "seed", "2", "cache", path, NULL) != DF_OK)
+		fail_msg("%s", err.msg);
+	g = df_graph_create(b.ctx, DF_GRAPH_NO_GRAD);
+	df_tensor *latents = NULL;
+	static float got[N * LATENT];
+	/* The images in another order: each finds its own row. */
+	static float shuffled[N * IMAGE];
+	const int order[N] = {2, 0, 1};
+	for (int i = 0; i < N; i++)
+		memcpy(shuffled + i * IMAGE, x + order[i] * IMAGE, IMAGE * sizeof(float));
+	assert_int_equal(b.vt->encode(b.model, g, df_tensor_from_host(g, shuffled, DF_SHAPE(N, 3, 16, 16)), &latents, &err),
+	                 DF_OK);
+	assert_int_equal(df_tensor_read(latents, got, &err), DF_OK);
+	for (int i = 0; i < N; i++)
+		for (int k = 0; k < LATENT; k++)
+			assert_true(got[i * LATENT + k] == mean_a[order[i] * LATENT + k]);
+	/* A batch with an image the cache lacks runs model B's network. */
+	df_tensor *direct = NULL, *direct_logvar = NULL;
+	df_tensor *fresh = df_tensor_from_host(g, x + IMAGE, DF_SHAPE(N, 3, 16, 16));
+	assert_int_equal(b.vt->encode(b.model, g, fresh, &latents, &err), DF_OK);
+	assert_int_equal(vae_posterior(b.model, g, fresh, &direct, &direct_logvar, &err), DF_OK);
+	static float want[N * LATENT];
+	assert_int_equal(df_tensor_read(latents, got, &err), DF_OK);
+	assert_int_equal(df_tensor_read(direct, want, &err), DF_OK);
+	assert_memory_equal(got, want, sizeof(got));
+	df_graph_destroy(g);
+	vae_close(&b);
+	/* A cache of another latent shape is refused. */
+	assert_int_equal(vae_open(&b, &err, TINY_SETTINGS, "z_channels", "4", "cache", path, NULL), DF_EINVAL);
+	assert_non_null(strstr(err.msg, "cache"));
+	harness_rmtree(dir);
+}
+
 static void test_refused(void **state)
 {
 	(void)state;
@@ -302,6 +372,7 @@ int main(void)
 		cmocka_unit_test(test_scaling_round_trip),
 		cmocka_unit_test(test_gradients),
 		cmocka_unit_test(test_train_loss),
+		cmocka_unit_test(test_latent_cache),
 		cmocka_unit_test(test_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -189,6 +189,7 @@ void vae_model_destroy(vae_model *m)
 	if (!m)
 		return;
 	df_params_destroy(m->params);
+	vae_cache_close(m);
 	free(m->inits);
 	np_scratch_free(&m->host);
 	np_scratch_free(&m->clamp_host);
@@ -292,7 +293,7 @@ static df_tensor *vae_downsample(df_graph *g, df_tensor *h, df_tensor *w, df_ten
 	return df_conv2d(g, h, w, b, 2, 0);
 }
 
-static int vae_check_images(const vae_model *m, const df_tensor *x, df_error *err)
+int vae_check_images(const vae_model *m, const df_tensor *x, df_error *err)
 {
 	const vae_config *c = &m->cfg;
 	if (!x || x->ndim != 4 || x->shape[1] != c->image_channels || x->shape[2] != c->height ||

@@ -25,6 +25,7 @@ typedef struct vae_settings {
 	int64_t embed_dim;          /* 0: z_channels */
 	int64_t groups;
 	const char *weights;        /* safetensors (CompVis or diffusers names); "" = random init */
+	const char *cache;          /* latents.safetensors of `diffuse encode`; "" = none */
 	const char *posterior;      /* "sample" or "mode" for encode */
 	double scale_factor;
 	df_list latent_shift;       /* per channel, or empty */
@@ -82,6 +83,7 @@ typedef struct vae_model {
 	df_tensor *quant_w, *quant_b, *post_quant_w, *post_quant_b;
 	np_scratch host, clamp_host, abs_host;
 	uint64_t encode_calls;            /* posterior noise of encode: one step per call */
+	struct vae_cache *cache;          /* posteriors by image key, or NULL */
 } vae_model;
 
 int vae_model_create(vae_model **out, const vae_config *cfg, df_ctx *ctx, df_error *err);
@@ -90,6 +92,8 @@ int vae_model_init(vae_model *m, uint64_t seed, df_error *err);
 /* CompVis names (with or without "first_stage_model.") or diffusers names. */
 int vae_model_load(vae_model *m, const char *path, df_error *err);
 
+/* 0 when x is (N, C, H, W) of the image shape; else a message. */
+int vae_check_images(const vae_model *m, const df_tensor *x, df_error *err);
 /* images (N, C, H, W) -> mean and log-variance (clamped to [-30, 20]), each
  * (N, embed_dim, h, w), unscaled. */
 int vae_posterior(vae_model *m, df_graph *g, df_tensor *images, df_tensor **mean, df_tensor **logvar,
@@ -107,6 +111,17 @@ int vae_train_loss(vae_model *m, df_graph *g, df_tensor *images, uint64_t seed, 
                    df_error *err);
 /* KL(N(mean, e^logvar) || N(0, I)) summed per sample, averaged over the batch. */
 df_tensor *vae_kl(df_graph *g, df_tensor *mean, df_tensor *logvar);
+
+/* The key of each of n images (FNV-1a over their float32 bytes): the
+ * latent cache finds an image's posterior by it. */
+void vae_image_keys(const float *images, int64_t n, int64_t image_numel, int64_t *keys);
+/* Reads a cache written by `diffuse encode` (mean, logvar, image_key). */
+int vae_cache_open(vae_model *m, const char *path, df_error *err);
+void vae_cache_close(vae_model *m);
+/* The posterior of each image from the cache onto g; *found 0 (and
+ * nothing made) when an image is not in it. */
+int vae_cache_posterior(vae_model *m, df_graph *g, df_tensor *images, df_tensor **mean, df_tensor **logvar,
+                        int *found, df_error *err);
 
 /* The name converter: diffusers (and older diffusers) names to CompVis
  * names; levels: the number of resolution levels (diffusers numbers the

@@ -20,6 +20,9 @@ static const df_setting vae_settings_decl[] = {
 	DF_SETTING_INT(vae_settings, groups, "32", 1, 4096, "GroupNorm groups (32 in the official models)"),
 	DF_SETTING_STRING(vae_settings, weights, "",
 	                  "safetensors with the autoencoder (CompVis or diffusers names); empty: initialised from seed"),
+	DF_SETTING_STRING(vae_settings, cache, "",
+	                  "latents.safetensors of diffuse encode: encode takes each image's posterior from it "
+	                  "(found by content) instead of running the encoder; empty: none"),
 	DF_SETTING_CHOICE(vae_settings, posterior, "mode", vae_posterior_names,
 	                  "encode to the posterior mean, or draw a sample from it"),
 	DF_SETTING_FLOAT(vae_settings, scale_factor, "1", 0, DF_ANY_MAX,
@@ -46,6 +49,8 @@ static int vae_create(const void *settings, df_ctx *ctx, df_shape3 image, void *
 		rc = vae_model_create(&m, &cfg, ctx, err);
 	if (rc == DF_OK)
 		rc = s->weights && *s->weights ? vae_model_load(m, s->weights, err) : vae_model_init(m, cfg.seed, err);
+	if (rc == DF_OK && s->cache && *s->cache)
+		rc = vae_cache_open(m, s->cache, err);
 	if (rc != DF_OK) {
 		vae_model_destroy(m);
 		return rc;
@@ -89,8 +94,12 @@ static int vae_encode(void *self, df_graph *g, df_tensor *images, df_tensor **la
 {
 	vae_model *m = self;
 	df_tensor *mean = NULL, *logvar = NULL;
+	int cached = 0, rc = DF_OK;
 	*latents = NULL;
-	int rc = vae_posterior(m, g, images, &mean, &logvar, err);
+	if (m->cache && (rc = vae_check_images(m, images, err)) == DF_OK)
+		rc = vae_cache_posterior(m, g, images, &mean, &logvar, &cached, err);
+	if (rc == DF_OK && !cached)
+		rc = vae_posterior(m, g, images, &mean, &logvar, err);
 	if (rc != DF_OK)
 		return rc;
 	df_tensor *z = m->cfg.sample ? vae_sample(m, g, mean, logvar, m->cfg.seed, m->encode_calls++, err) : mean;
@@ -127,6 +136,12 @@ static int vae_loss_ext(void *self, df_graph *g, df_tensor *images, uint64_t see
 	return vae_train_loss(self, g, images, seed, step, loss, err);
 }
 
+static void vae_image_keys_ext(void *self, const float *images, int64_t n, int64_t image_numel, int64_t *keys)
+{
+	(void)self;
+	vae_image_keys(images, n, image_numel, keys);
+}
+
 static int vae_posterior_ext(void *self, df_graph *g, df_tensor *images, df_tensor **mean, df_tensor **logvar,
                              df_error *err)
 {
@@ -140,7 +155,10 @@ static int vae_posterior_ext(void *self, df_graph *g, df_tensor *images, df_tens
  * "load-safetensors": int (*)(void *self, const char *path, df_error *err).
  * "posterior": int (*)(void *self, df_graph *g, df_tensor *images,
  *                      df_tensor **mean, df_tensor **logvar, df_error *err)
- *     the unscaled posterior (logvar clamped), for latent caches. */
+ *     the unscaled posterior (logvar clamped), for latent caches.
+ * "image-keys": void (*)(void *self, const float *images, int64_t n,
+ *                        int64_t image_numel, int64_t *keys)
+ *     the key under which the cache finds each image (stored as image_key). */
 static void *vae_extension(void *self, const char *name)
 {
 	(void)self;
@@ -152,6 +170,8 @@ static void *vae_extension(void *self, const char *name)
 		return (void *)vae_load_ext;
 	if (strcmp(name, "posterior") == 0)
 		return (void *)vae_posterior_ext;
+	if (strcmp(name, "image-keys") == 0)
+		return (void *)vae_image_keys_ext;
 	return NULL;
 }
 
