@@ -304,6 +304,7 @@ void unet_model_destroy(unet_model *m)
 	free(m->middle.attn.blocks);
 	free(m->input);
 	free(m->output);
+	free(m->skips);
 	free(m->inits);
 	free(m->null_ids);
 	np_scratch_free(&m->host);
@@ -321,8 +322,9 @@ int unet_model_create(unet_model **out, const unet_config *cfg, df_ctx *ctx, df_
 	int n_in = 1 + cfg->levels * (cfg->num_res_blocks + 1), n_out = cfg->levels * (cfg->num_res_blocks + 1);
 	m->input = calloc((size_t)n_in, sizeof(*m->input));
 	m->output = calloc((size_t)n_out, sizeof(*m->output));
+	m->skips = calloc((size_t)n_in, sizeof(*m->skips));
 	np_builder b;
-	if (!m->input || !m->output || np_begin(&b, ctx) != DF_OK) {
+	if (!m->input || !m->output || !m->skips || np_begin(&b, ctx) != DF_OK) {
 		unet_model_destroy(m);
 		return df_error_set(err, DF_ENOMEM, "unet: out of memory");
 	}
@@ -574,9 +576,7 @@ int unet_model_forward(unet_model *m, df_graph *g, const df_backbone_input *in, 
 	}
 	df_tensor *silu_emb = df_silu(g, emb);
 
-	df_tensor **skips = malloc((size_t)m->n_input * sizeof(*skips));
-	if (!skips)
-		return df_error_set(err, DF_ENOMEM, "unet: out of memory");
+	df_tensor **skips = m->skips;
 	df_tensor *h = in->x;
 	for (int k = 0; k < m->n_input; k++)
 		skips[k] = h = unet_stage_forward(m, g, &m->input[k], h, silu_emb, ctx);
@@ -586,7 +586,6 @@ int unet_model_forward(unet_model *m, df_graph *g, const df_backbone_input *in, 
 		h = unet_stage_forward(m, g, &m->output[k], df_concat(g, (df_tensor *const[]){h, skip}, 2, 1), silu_emb,
 		                       ctx);
 	}
-	free(skips);
 	h = df_silu(g, df_groupnorm(g, h, c->groups, m->out_norm_w, m->out_norm_b, unet_gn_eps));
 	h = df_conv2d(g, h, m->out_conv_w, m->out_conv_b, 1, 1);
 

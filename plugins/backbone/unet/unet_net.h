@@ -103,6 +103,7 @@ typedef struct unet_model {
 	np_scratch host;
 	int32_t *null_ids;
 	int64_t null_cap;
+	df_tensor **skips;          /* the input blocks' outputs during a forward */
 } unet_model;
 
 int unet_model_create(unet_model **out, const unet_config *cfg, df_ctx *ctx, df_error *err);
