@@ -136,6 +136,13 @@ static int vae_loss_ext(void *self, df_graph *g, df_tensor *images, uint64_t see
 	return vae_train_loss(self, g, images, seed, step, loss, err);
 }
 
+/* Posterior noise of the next encode is keyed by this step (a resumed run
+ * that calls it draws what an uninterrupted one drew). */
+static void vae_set_step_ext(void *self, uint64_t step)
+{
+	((vae_model *)self)->encode_calls = step;
+}
+
 static void vae_image_keys_ext(void *self, const float *images, int64_t n, int64_t image_numel, int64_t *keys)
 {
 	(void)self;
@@ -158,7 +165,10 @@ static int vae_posterior_ext(void *self, df_graph *g, df_tensor *images, df_tens
  *     the unscaled posterior (logvar clamped), for latent caches.
  * "image-keys": void (*)(void *self, const float *images, int64_t n,
  *                        int64_t image_numel, int64_t *keys)
- *     the key under which the cache finds each image (stored as image_key). */
+ *     the key under which the cache finds each image (stored as image_key).
+ * "set-step": void (*)(void *self, uint64_t step)
+ *     keys the posterior noise of the next encode by the training step;
+ *     without it encode counts its own calls (not kept across a resume). */
 static void *vae_extension(void *self, const char *name)
 {
 	(void)self;
@@ -172,6 +182,8 @@ static void *vae_extension(void *self, const char *name)
 		return (void *)vae_posterior_ext;
 	if (strcmp(name, "image-keys") == 0)
 		return (void *)vae_image_keys_ext;
+	if (strcmp(name, "set-step") == 0)
+		return (void *)vae_set_step_ext;
 	return NULL;
 }
 
