@@ -345,6 +345,36 @@ static void test_latent_cache(void **state)
 	harness_rmtree(dir);
 }
 
+/* Posterior samples are keyed by the step: the same step draws the same
+ * latents, another step other ones. */
+static void test_sample_step(void **state)
+{
+	(void)state;
+	vae_fixture f;
+	df_error err = {{0}};
+	if (vae_open(&f, &err, TINY_SETTINGS, "posterior", "sample", NULL) != DF_OK)
+		fail_msg("%s", err.msg);
+	typedef void (*set_step_fn)(void *, uint64_t);
+	set_step_fn set_step = (set_step_fn)f.vt->extension(f.model, "set-step");
+	assert_non_null(set_step);
+	static float x[2 * 3 * 16 * 16], first[2 * 3 * 4 * 4], again[2 * 3 * 4 * 4], other[2 * 3 * 4 * 4];
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+		x[i] = cosf(0.05f * (float)i);
+	float *outs[3] = {first, again, other};
+	const uint64_t steps[3] = {7, 7, 8};
+	df_graph *g = df_graph_create(f.ctx, DF_GRAPH_NO_GRAD);
+	for (int k = 0; k < 3; k++) {
+		df_tensor *z = NULL;
+		set_step(f.model, steps[k]);
+		assert_int_equal(f.vt->encode(f.model, g, df_tensor_from_host(g, x, DF_SHAPE(2, 3, 16, 16)), &z, &err), DF_OK);
+		assert_int_equal(df_tensor_read(z, outs[k], &err), DF_OK);
+	}
+	assert_memory_equal(first, again, sizeof(first));
+	assert_memory_not_equal(first, other, sizeof(first));
+	df_graph_destroy(g);
+	vae_close(&f);
+}
+
 static void test_refused(void **state)
 {
 	(void)state;
@@ -373,6 +403,7 @@ int main(void)
 		cmocka_unit_test(test_gradients),
 		cmocka_unit_test(test_train_loss),
 		cmocka_unit_test(test_latent_cache),
+		cmocka_unit_test(test_sample_step),
 		cmocka_unit_test(test_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
