@@ -36,6 +36,9 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
+/* cmd_encode.c: the encoder of a pipeline on its own. */
+int cmd_encode(int argc, char **argv);
+int cmd_autoencode(int argc, char **argv);
 
 #define HOST_STAGE_COMMANDS                                                                             \
 	{"train", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--max-steps N]",                 \
@@ -51,7 +54,16 @@ int cmd_forward(int argc, char **argv);
 	 "plain weights under the official names; with neither, RUNS_DIR/<name>/checkpoint.safetensors\n" \
 	 "is used (--runs-dir DIR, default runs). --noise takes x (N, C, H, W) and y (N) from a\n"      \
 	 "file instead of drawing them. Also -o SECTION.KEY=VALUE.",                                      \
-	 cmd_sample},
+	 cmd_sample},                                                                                     \
+	{"encode", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR]",                                 \
+	 "Encodes the whole dataset once into RUNS_DIR/<name>/latents.safetensors: latents as\n"         \
+	 "the model sees them, labels, and the posterior's mean and logvar when the encoder has one.",    \
+	 cmd_encode},                                                                                     \
+	{"autoencode", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR]",                             \
+	 "Trains the pipeline's encoder (vae) with its own loss and the train section's batch, lr,\n"    \
+	 "steps, warmup, weight_decay and grad_clip; writes RUNS_DIR/<name>/encoder.safetensors and\n"   \
+	 "prints the reconstruction PSNR on the dataset's test split.",                                   \
+	 cmd_autoencode},
 
 
 #define FORWARD_USAGE \
