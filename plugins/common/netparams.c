@@ -167,18 +167,13 @@ static int np_shape_fits(const df_safetensors_tensor *st, const df_tensor *p)
 	return 1;
 }
 
-static int np_io_status(int rc)
-{
-	return rc == -ENOMEM ? DF_ENOMEM : rc == -EINVAL ? DF_EINVAL : DF_EIO;
-}
-
 int np_load(df_params *params, const char *path, np_name_map map, void *map_ctx, const char *component,
             df_error *err)
 {
 	df_safetensors *file = NULL;
 	int rc = df_safetensors_open(&file, path, err);
 	if (rc != 0)
-		return df_error_prefix(err, np_io_status(rc), "%s", component);
+		return df_error_prefix(err, rc, "%s", component);
 	size_t count = df_params_count(params), in_file = df_safetensors_count(file);
 	const df_safetensors_tensor **source = calloc(count ? count : 1, sizeof(*source));
 	float *buf = NULL;
@@ -238,7 +233,8 @@ int np_load(df_params *params, const char *path, np_name_map map, void *map_ctx,
 		}
 		buf = grown;
 		rc = df_safetensors_read_f32(file, source[i], buf, source[i]->nelem, err);
-		rc = rc != 0 ? np_io_status(rc) : df_tensor_write(p, buf, err);
+		if (rc == 0)
+			rc = df_tensor_write(p, buf, err);
 	}
 	free(buf);
 	free(source);
