@@ -204,7 +204,7 @@ static void test_permutation(void **state)
 	assert_int_equal(df_rng_permutation(NULL, 0, 1, 1, 1), 0);
 	assert_int_equal(df_rng_permutation(p, 1, 1, 1, 1), 0);
 	assert_int_equal(p[0], 0);
-	assert_int_equal(df_rng_permutation(NULL, 5, 1, 1, 1), -EINVAL);
+	assert_int_equal(df_rng_permutation(NULL, 5, 1, 1, 1), DF_EINVAL);
 }
 
 int main(void)

@@ -25,11 +25,11 @@ int df_adamw_step(float *params, const float *grads, float *m, float *v,
 		  int64_t t)
 {
 	if (!adamw_config_valid(cfg) || t < 1)
-		return -EINVAL;
+		return DF_EINVAL;
 	if (n == 0)
 		return 0;
 	if (!params || !grads || !m || !v)
-		return -EINVAL;
+		return DF_EINVAL;
 
 	/* The factors PyTorch forms in Python (double) and hands to its float
 	 * kernels; the element-wise operations follow its vectorised CPU

@@ -151,7 +151,7 @@ int df_rng_permutation(uint32_t *perm, size_t n, uint64_t seed, uint64_t stream,
 	if (n == 0)
 		return 0;
 	if (!perm || (uint64_t)n - 1 > UINT32_MAX)
-		return -EINVAL;
+		return DF_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		perm[i] = (uint32_t)i;
 	struct word_reader r = { .seed = seed, .stream = stream, .step = step, .next = 0 };

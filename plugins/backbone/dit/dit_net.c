@@ -557,18 +557,12 @@ static int dit_check_tensor(const dit_model *m, const char *path, const df_tenso
 	                    st->ndim == p->ndim ? dit_dim_setting(p->name, first_diff) : "the layout");
 }
 
-/* io.h reports negative errno values; the plugin ABI speaks df_status. */
-static int dit_io_status(int rc)
-{
-	return rc == -ENOMEM ? DF_ENOMEM : rc == -EINVAL ? DF_EINVAL : DF_EIO;
-}
-
 int dit_model_load(dit_model *m, const char *path, df_error *err)
 {
 	df_safetensors *file = NULL;
 	int rc = df_safetensors_open(&file, path, err);
 	if (rc != 0)
-		return dit_io_status(rc);
+		return rc;
 	size_t count = df_params_count(m->params);
 	float *buf = NULL;
 	/* Names first, so nothing is written from a file that does not fit. */
@@ -601,9 +595,7 @@ int dit_model_load(dit_model *m, const char *path, df_error *err)
 		}
 		buf = grown;
 		rc = df_safetensors_read_f32(file, st, buf, st->nelem, err);
-		if (rc != 0)
-			rc = dit_io_status(rc);
-		else
+		if (rc == 0)
 			rc = df_tensor_write(p, buf, err);
 	}
 	free(buf);

@@ -128,19 +128,13 @@ static int is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* df_png_read returns negative errno values; datasets speak df_status. */
-static int status_of_errno(int e)
-{
-	return e == -ENOMEM ? DF_ENOMEM : e == -EINVAL ? DF_EINVAL : DF_EIO;
-}
-
 /* Decodes one file and appends it as item `label`. */
 static int pngf_add(pngf *ds, const pngf_settings *s, const char *path, int32_t label, df_error *err)
 {
 	df_image img = {0};
 	int e = df_png_read(path, ds->channels, &img, err);
 	if (e != 0)
-		return status_of_errno(e);
+		return e;
 	int status = DF_OK;
 	if (ds->count == 0 && !s->size) {
 		/* Without a size, the first image sets it. */

@@ -8,10 +8,10 @@
 #include "diffuse/tensor.h"
 #include "diffuse/process.h"
 #include "diffuse/sampling.h"
+#include "diffuse/runtime.h"
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
-#include "diffuse/runtime.h"
 
 #ifdef __cplusplus
 extern "C" {

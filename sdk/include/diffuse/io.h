@@ -1,9 +1,9 @@
 /* diffuse: file formats — safetensors (checkpoints, parity dumps), PNG
  * images and image grids.
  *
- * Every function that can fail returns 0 on success or a negative errno
- * value (-EINVAL bad input or malformed file, -ENOMEM, -EIO and the like)
- * and fills the caller's df_error (which may be NULL) with one line of the
+ * Every function that can fail returns 0 on success or a negative
+ * df_status (DF_EINVAL bad input or malformed file, DF_ENOMEM, DF_EIO when
+ * the system refuses a read or write) and fills the caller's df_error (which may be NULL) with one line of the
  * form "path: what is wrong". Malformed files never crash, abort or exit.
  * Writers are atomic: they write "path.tmp.XXXXXX" beside the target,
  * fsync it and rename it over the target, so a reader sees the old file or
@@ -14,17 +14,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "diffuse/error.h"
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef DF_ERROR_DEFINED
-#define DF_ERROR_DEFINED
-/* A one-line, human-readable error message. */
-typedef struct df_error {
-	char msg[512];
-} df_error;
 #endif
 
 /* ----------------------------------------------------------- safetensors */

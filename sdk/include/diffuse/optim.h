@@ -41,7 +41,7 @@ df_adamw_config df_adamw_defaults(void);
  * one). decay_mask may be NULL (decay everywhere); biases and norm gains
  * are usually given 0. m and v start as zeros. Parallel with OpenMP; each
  * element is independent, so results do not depend on the thread count.
- * Returns 0, or -EINVAL for t < 1, NULL arrays or a config out of range
+ * Returns 0, or DF_EINVAL for t < 1, NULL arrays or a config out of range
  * (betas outside [0, 1), eps < 0, lr or wd negative or not finite). */
 int df_adamw_step(float *params, const float *grads, float *m, float *v,
 		  const uint8_t *decay_mask, size_t n, const df_adamw_config *cfg,

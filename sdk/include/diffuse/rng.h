@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "diffuse/error.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,7 +66,7 @@ void df_rng_fill_bernoulli(uint8_t *mask, size_t n, float keep_prob, uint64_t se
 /* A uniformly random permutation of 0 .. n-1 (Fisher-Yates from the top,
  * j uniform in [0, i] by Lemire's multiply-and-reject on the words of
  * (seed, stream, step) at indices 0, 1, 2, ... in order of use), e.g. the
- * data order of epoch `step`. Returns 0, or -EINVAL when n > 2^32 or perm
+ * data order of epoch `step`. Returns 0, or DF_EINVAL when n > 2^32 or perm
  * is NULL with n > 0. */
 int df_rng_permutation(uint32_t *perm, size_t n, uint64_t seed, uint64_t stream,
 		       uint64_t step);

@@ -36,17 +36,17 @@ int df__atomic_open(df__atomic_file *af, const char *path, df_error *err)
 	af->path = path;
 	af->tmp_path = malloc(strlen(path) + sizeof suffix);
 	if (!af->tmp_path)
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 	strcpy(af->tmp_path, path);
 	strcat(af->tmp_path, suffix);
 
 	int fd = mkstemp(af->tmp_path);
 	if (fd < 0) {
 		int e = errno;
-		df__fail(err, -e, path, "cannot create a temporary file beside it: %s", strerror(e));
+		df__fail(err, DF_EIO, path, "cannot create a temporary file beside it: %s", strerror(e));
 		free(af->tmp_path);
 		af->tmp_path = NULL;
-		return -e;
+		return DF_EIO;
 	}
 	/* mkstemp creates 0600; outputs are meant to be shared like any file */
 	(void)fchmod(fd, 0644);
@@ -57,7 +57,7 @@ int df__atomic_open(df__atomic_file *af, const char *path, df_error *err)
 		unlink(af->tmp_path);
 		free(af->tmp_path);
 		af->tmp_path = NULL;
-		return df__fail(err, -e, path, "cannot open a temporary file: %s", strerror(e));
+		return df__fail(err, DF_EIO, path, "cannot open a temporary file: %s", strerror(e));
 	}
 	return 0;
 }
@@ -118,9 +118,9 @@ int df__atomic_commit(df__atomic_file *af, df_error *err)
 		e = errno;
 	}
 	if (what) {
-		df__fail(err, -e, af->path, "%s: %s", what, strerror(e));
+		df__fail(err, DF_EIO, af->path, "%s: %s", what, strerror(e));
 		df__atomic_abort(af);
-		return -e;
+		return DF_EIO;
 	}
 	sync_parent_directory(af->path);
 	free(af->tmp_path);

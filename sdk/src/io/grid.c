@@ -123,14 +123,14 @@ int df_grid_write_png(const char *path, const float *images, size_t n, int chann
 		      const char *const *row_labels, df_error *err)
 {
 	if (!path)
-		return df__fail(err, -EINVAL, "grid", "no path given");
+		return df__fail(err, DF_EINVAL, "grid", "no path given");
 	if (n == 0 || !images)
-		return df__fail(err, -EINVAL, path, "no images given");
+		return df__fail(err, DF_EINVAL, path, "no images given");
 	if (channels != 1 && channels != 3)
-		return df__fail(err, -EINVAL, path, "%d channels: 1 or 3 are supported", channels);
+		return df__fail(err, DF_EINVAL, path, "%d channels: 1 or 3 are supported", channels);
 	if (height < 1 || width < 1 || height > DF_PNG_MAX_DIM || width > DF_PNG_MAX_DIM ||
 	    padding < 0 || padding > DF_PNG_MAX_DIM || n > (size_t)DF_PNG_MAX_DIM * DF_PNG_MAX_DIM)
-		return df__fail(err, -EINVAL, path, "image size %dx%d or padding %d out of range",
+		return df__fail(err, DF_EINVAL, path, "image size %dx%d or padding %d out of range",
 				width, height, padding);
 
 	size_t cols = per_row > 0 ? (size_t)per_row : (size_t)ceil(sqrt((double)n));
@@ -153,13 +153,13 @@ int df_grid_write_png(const char *path, const float *images, size_t n, int chann
 	const size_t grid_w = label_w + (size_t)padding + cols * (size_t)(width + padding);
 	const size_t grid_h = (size_t)padding + rows * (size_t)(height + padding);
 	if (grid_w > DF_PNG_MAX_DIM || grid_h > DF_PNG_MAX_DIM)
-		return df__fail(err, -EINVAL, path, "grid of %zux%zu pixels exceeds %dx%d", grid_w,
+		return df__fail(err, DF_EINVAL, path, "grid of %zux%zu pixels exceeds %dx%d", grid_w,
 				grid_h, DF_PNG_MAX_DIM, DF_PNG_MAX_DIM);
 
 	struct canvas cv = { .width = (int)grid_w, .height = (int)grid_h, .channels = channels };
 	cv.pixels = calloc(grid_w * grid_h, (size_t)channels);
 	if (!cv.pixels)
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 
 	const size_t image_size = (size_t)channels * (size_t)height * (size_t)width;
 	for (size_t i = 0; i < n; i++) {

@@ -7,7 +7,7 @@
 #include "diffuse/io.h"
 
 /* Fills err (if not NULL) with "subject: message". Returns `status`, so a
- * failure path reads `return df__fail(err, -EINVAL, path, "...", ...);`. */
+ * failure path reads `return df__fail(err, DF_EINVAL, path, "...", ...);`. */
 int df__fail(df_error *err, int status, const char *subject, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

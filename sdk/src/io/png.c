@@ -24,7 +24,7 @@ struct png_context {
 static void on_png_error(png_structp png, png_const_charp msg)
 {
 	struct png_context *ctx = png_get_error_ptr(png);
-	df__fail(ctx->err, -EINVAL, ctx->name, "%s", msg);
+	df__fail(ctx->err, DF_EINVAL, ctx->name, "%s", msg);
 	png_longjmp(png, 1);
 }
 
@@ -79,7 +79,7 @@ static int decode(png_structp png, png_infop info, struct png_context *ctx, int 
 	if (setjmp(png_jmpbuf(png))) {
 		free(pixels);
 		free(rows);
-		return -EINVAL;
+		return DF_EINVAL;
 	}
 	png_set_user_limits(png, DF_PNG_MAX_DIM, DF_PNG_MAX_DIM);
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
@@ -97,7 +97,7 @@ static int decode(png_structp png, png_infop info, struct png_context *ctx, int 
 	const size_t row_bytes = png_get_rowbytes(png, info);
 	if (png_get_bit_depth(png, info) != 8 || (want != 0 && channels != want) ||
 	    row_bytes != (size_t)width * (size_t)channels)
-		return df__fail(ctx->err, -EINVAL, ctx->name,
+		return df__fail(ctx->err, DF_EINVAL, ctx->name,
 				"unsupported pixel layout after conversion (%d channels of %d bits)",
 				channels, png_get_bit_depth(png, info));
 
@@ -106,7 +106,7 @@ static int decode(png_structp png, png_infop info, struct png_context *ctx, int 
 	if (!pixels || !rows) {
 		free(pixels);
 		free(rows);
-		return df__fail(ctx->err, -ENOMEM, ctx->name, "out of memory for %ux%u pixels",
+		return df__fail(ctx->err, DF_ENOMEM, ctx->name, "out of memory for %ux%u pixels",
 				(unsigned)width, (unsigned)height);
 	}
 	for (png_uint_32 y = 0; y < height; y++)
@@ -128,29 +128,29 @@ static int read_png(struct png_context *ctx, FILE *fp, int want, df_image *img)
 {
 	unsigned char signature[8];
 	if (!img)
-		return df__fail(ctx->err, -EINVAL, ctx->name, "no image given");
+		return df__fail(ctx->err, DF_EINVAL, ctx->name, "no image given");
 	memset(img, 0, sizeof *img);
 	if (want < 0 || want > 4)
-		return df__fail(ctx->err, -EINVAL, ctx->name,
+		return df__fail(ctx->err, DF_EINVAL, ctx->name,
 				"want_channels must be 0 (as stored), 1, 2, 3 or 4");
 	if (fp) {
 		if (fread(signature, 1, 8, fp) != 8)
-			return df__fail(ctx->err, -EINVAL, ctx->name, "not a PNG file (too short)");
+			return df__fail(ctx->err, DF_EINVAL, ctx->name, "not a PNG file (too short)");
 	} else {
 		if (ctx->size < 8)
-			return df__fail(ctx->err, -EINVAL, ctx->name, "not a PNG file (too short)");
+			return df__fail(ctx->err, DF_EINVAL, ctx->name, "not a PNG file (too short)");
 		memcpy(signature, ctx->data, 8);
 		ctx->pos = 8;
 	}
 	if (png_sig_cmp(signature, 0, 8) != 0)
-		return df__fail(ctx->err, -EINVAL, ctx->name, "not a PNG file (bad signature)");
+		return df__fail(ctx->err, DF_EINVAL, ctx->name, "not a PNG file (bad signature)");
 
 	png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, on_png_error,
 						 on_png_warning);
 	png_infop info = png ? png_create_info_struct(png) : NULL;
 	if (!info) {
 		png_destroy_read_struct(&png, NULL, NULL);
-		return df__fail(ctx->err, -ENOMEM, ctx->name, "out of memory");
+		return df__fail(ctx->err, DF_ENOMEM, ctx->name, "out of memory");
 	}
 	if (fp)
 		png_init_io(png, fp);
@@ -165,11 +165,11 @@ static int read_png(struct png_context *ctx, FILE *fp, int want, df_image *img)
 int df_png_read(const char *path, int want_channels, df_image *img, df_error *err)
 {
 	if (!path)
-		return df__fail(err, -EINVAL, "png", "no path given");
+		return df__fail(err, DF_EINVAL, "png", "no path given");
 	FILE *fp = fopen(path, "rb");
 	if (!fp) {
 		int e = errno;
-		return df__fail(err, -e, path, "cannot open: %s", strerror(e));
+		return df__fail(err, DF_EIO, path, "cannot open: %s", strerror(e));
 	}
 	struct png_context ctx = { .name = path, .err = err };
 	int rc = read_png(&ctx, fp, want_channels, img);
@@ -208,7 +208,7 @@ static int encode(png_structp png, png_infop info, struct png_context *ctx, FILE
 	static const int color_types[5] = { 0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
 					    PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA };
 	if (setjmp(png_jmpbuf(png)))
-		return -EIO;
+		return DF_EIO;
 	png_init_io(png, fp);
 	png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, color_types[channels],
 		     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -224,14 +224,14 @@ int df_png_write(const char *path, const uint8_t *pixels, int width, int height,
 		 df_error *err)
 {
 	if (!path)
-		return df__fail(err, -EINVAL, "png", "no path given");
+		return df__fail(err, DF_EINVAL, "png", "no path given");
 	if (width < 1 || height < 1 || width > DF_PNG_MAX_DIM || height > DF_PNG_MAX_DIM)
-		return df__fail(err, -EINVAL, path, "image size %dx%d is outside 1x1 .. %dx%d", width,
+		return df__fail(err, DF_EINVAL, path, "image size %dx%d is outside 1x1 .. %dx%d", width,
 				height, DF_PNG_MAX_DIM, DF_PNG_MAX_DIM);
 	if (channels < 1 || channels > 4)
-		return df__fail(err, -EINVAL, path, "%d channels: 1, 2, 3 or 4 are supported", channels);
+		return df__fail(err, DF_EINVAL, path, "%d channels: 1, 2, 3 or 4 are supported", channels);
 	if (!pixels)
-		return df__fail(err, -EINVAL, path, "no pixels given");
+		return df__fail(err, DF_EINVAL, path, "no pixels given");
 
 	df__atomic_file af;
 	int rc = df__atomic_open(&af, path, err);
@@ -244,7 +244,7 @@ int df_png_write(const char *path, const uint8_t *pixels, int width, int height,
 	if (!info) {
 		png_destroy_write_struct(&png, NULL);
 		df__atomic_abort(&af);
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 	}
 	rc = encode(png, info, &ctx, af.fp, pixels, width, height, channels);
 	png_destroy_write_struct(&png, &info);
@@ -271,18 +271,18 @@ int df_png_write_float_chw(const char *path, const float *chw, int width, int he
 			   int channels, df_pixel_range range, df_error *err)
 {
 	if (!path)
-		return df__fail(err, -EINVAL, "png", "no path given");
+		return df__fail(err, DF_EINVAL, "png", "no path given");
 	if (channels != 1 && channels != 3)
-		return df__fail(err, -EINVAL, path, "%d channels: 1 or 3 are supported", channels);
+		return df__fail(err, DF_EINVAL, path, "%d channels: 1 or 3 are supported", channels);
 	if (width < 1 || height < 1 || width > DF_PNG_MAX_DIM || height > DF_PNG_MAX_DIM)
-		return df__fail(err, -EINVAL, path, "image size %dx%d is outside 1x1 .. %dx%d", width,
+		return df__fail(err, DF_EINVAL, path, "image size %dx%d is outside 1x1 .. %dx%d", width,
 				height, DF_PNG_MAX_DIM, DF_PNG_MAX_DIM);
 	if (!chw)
-		return df__fail(err, -EINVAL, path, "no pixels given");
+		return df__fail(err, DF_EINVAL, path, "no pixels given");
 	const size_t plane = (size_t)width * (size_t)height;
 	uint8_t *hwc = malloc(plane * (size_t)channels);
 	if (!hwc)
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 	for (size_t i = 0; i < plane; i++)
 		for (int c = 0; c < channels; c++)
 			hwc[i * (size_t)channels + (size_t)c] =

@@ -129,23 +129,23 @@ static int json_uint(const json_t *v, uint64_t *out)
 static int parse_metadata(df_safetensors *st, json_t *obj, df_error *err)
 {
 	if (!json_is_object(obj))
-		return df__fail(err, -EINVAL, st->name, "__metadata__ is not an object of strings");
+		return df__fail(err, DF_EINVAL, st->name, "__metadata__ is not an object of strings");
 	size_t n = json_object_size(obj);
 	st->meta = calloc(n ? n : 1, sizeof *st->meta);
 	if (!st->meta)
-		return df__fail(err, -ENOMEM, st->name, "out of memory");
+		return df__fail(err, DF_ENOMEM, st->name, "out of memory");
 	const char *key;
 	json_t *value;
 	json_object_foreach(obj, key, value) {
 		if (!json_is_string(value))
-			return df__fail(err, -EINVAL, st->name,
+			return df__fail(err, DF_EINVAL, st->name,
 					"__metadata__ value of '%s' is not a string", key);
 		df_safetensors_meta *m = &st->meta[st->meta_count];
 		m->key = strdup(key);
 		m->value = strdup(json_string_value(value));
 		st->meta_count++;
 		if (!m->key || !m->value)
-			return df__fail(err, -ENOMEM, st->name, "out of memory");
+			return df__fail(err, DF_ENOMEM, st->name, "out of memory");
 	}
 	qsort(st->meta, st->meta_count, sizeof *st->meta, cmp_meta_key);
 	return 0;
@@ -157,51 +157,51 @@ static int parse_tensor(df_safetensors *st, const char *key, json_t *entry, size
 {
 	const char *n = st->name;
 	if (!json_is_object(entry))
-		return df__fail(err, -EINVAL, n, "tensor '%s': header entry is not an object", key);
+		return df__fail(err, DF_EINVAL, n, "tensor '%s': header entry is not an object", key);
 	t->name = strdup(key);
 	if (!t->name)
-		return df__fail(err, -ENOMEM, n, "out of memory");
+		return df__fail(err, DF_ENOMEM, n, "out of memory");
 
 	json_t *dtype = json_object_get(entry, "dtype");
 	if (!json_is_string(dtype))
-		return df__fail(err, -EINVAL, n, "tensor '%s' has no dtype string", key);
+		return df__fail(err, DF_EINVAL, n, "tensor '%s' has no dtype string", key);
 	if (dtype_from_name(json_string_value(dtype), &t->dtype) != 0)
-		return df__fail(err, -EINVAL, n, "tensor '%s' has unknown dtype '%s'", key,
+		return df__fail(err, DF_EINVAL, n, "tensor '%s' has unknown dtype '%s'", key,
 				json_string_value(dtype));
 
 	json_t *shape = json_object_get(entry, "shape");
 	if (!json_is_array(shape))
-		return df__fail(err, -EINVAL, n, "tensor '%s' has no shape array", key);
+		return df__fail(err, DF_EINVAL, n, "tensor '%s' has no shape array", key);
 	if (json_array_size(shape) > DF_SAFETENSORS_MAX_DIMS)
-		return df__fail(err, -EINVAL, n, "tensor '%s' has %zu dimensions, at most %d are supported",
+		return df__fail(err, DF_EINVAL, n, "tensor '%s' has %zu dimensions, at most %d are supported",
 				key, json_array_size(shape), DF_SAFETENSORS_MAX_DIMS);
 	t->ndim = (int)json_array_size(shape);
 	for (int d = 0; d < t->ndim; d++) {
 		uint64_t dim;
 		if (json_uint(json_array_get(shape, (size_t)d), &dim) != 0)
-			return df__fail(err, -EINVAL, n,
+			return df__fail(err, DF_EINVAL, n,
 					"tensor '%s': shape[%d] is not a non-negative integer", key, d);
 		t->shape[d] = (int64_t)dim;
 	}
 	if (shape_size(t->shape, t->ndim, dtype_info[t->dtype].size, &t->nelem, &t->nbytes) != 0)
-		return df__fail(err, -EINVAL, n, "tensor '%s': the size of its shape overflows", key);
+		return df__fail(err, DF_EINVAL, n, "tensor '%s': the size of its shape overflows", key);
 
 	json_t *offsets = json_object_get(entry, "data_offsets");
 	if (!json_is_array(offsets) || json_array_size(offsets) != 2 ||
 	    json_uint(json_array_get(offsets, 0), &span->begin) != 0 ||
 	    json_uint(json_array_get(offsets, 1), &span->end) != 0)
-		return df__fail(err, -EINVAL, n,
+		return df__fail(err, DF_EINVAL, n,
 				"tensor '%s': data_offsets is not a pair of non-negative integers", key);
 	if (span->begin > span->end)
-		return df__fail(err, -EINVAL, n, "tensor '%s' data offsets [%llu, %llu] are reversed",
+		return df__fail(err, DF_EINVAL, n, "tensor '%s' data offsets [%llu, %llu] are reversed",
 				key, (unsigned long long)span->begin, (unsigned long long)span->end);
 	if (span->end > data_size)
-		return df__fail(err, -EINVAL, n,
+		return df__fail(err, DF_EINVAL, n,
 				"tensor '%s' data offsets [%llu, %llu] exceed the file's data section of %zu bytes",
 				key, (unsigned long long)span->begin, (unsigned long long)span->end,
 				data_size);
 	if (span->end - span->begin != t->nbytes)
-		return df__fail(err, -EINVAL, n,
+		return df__fail(err, DF_EINVAL, n,
 				"tensor '%s' data offsets [%llu, %llu] hold %llu bytes, its dtype and shape need %zu",
 				key, (unsigned long long)span->begin, (unsigned long long)span->end,
 				(unsigned long long)(span->end - span->begin), t->nbytes);
@@ -212,15 +212,15 @@ static int parse_header(df_safetensors *st, df_error *err)
 {
 	const char *n = st->name;
 	if (st->size < 8)
-		return df__fail(err, -EINVAL, n,
+		return df__fail(err, DF_EINVAL, n,
 				"file of %zu bytes is too short for a safetensors header length", st->size);
 	uint64_t header_len;
 	memcpy(&header_len, st->base, 8);
 	if (header_len > DF_SAFETENSORS_MAX_HEADER)
-		return df__fail(err, -EINVAL, n, "header length %llu exceeds the limit of %u bytes",
+		return df__fail(err, DF_EINVAL, n, "header length %llu exceeds the limit of %u bytes",
 				(unsigned long long)header_len, DF_SAFETENSORS_MAX_HEADER);
 	if (header_len > st->size - 8)
-		return df__fail(err, -EINVAL, n, "header length %llu exceeds the file size of %zu bytes",
+		return df__fail(err, DF_EINVAL, n, "header length %llu exceeds the file size of %zu bytes",
 				(unsigned long long)header_len, st->size);
 	const size_t data_start = 8 + (size_t)header_len;
 	const size_t data_size = st->size - data_start;
@@ -229,12 +229,12 @@ static int parse_header(df_safetensors *st, df_error *err)
 	json_t *root = json_loadb((const char *)st->base + 8, (size_t)header_len,
 				  JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return df__fail(err, -EINVAL, n, "header is not valid JSON: %s (at byte %d)",
+		return df__fail(err, DF_EINVAL, n, "header is not valid JSON: %s (at byte %d)",
 				jerr.text, jerr.position);
 	int rc = 0;
 	struct span *spans = NULL;
 	if (!json_is_object(root)) {
-		rc = df__fail(err, -EINVAL, n, "header is not a JSON object");
+		rc = df__fail(err, DF_EINVAL, n, "header is not a JSON object");
 		goto out;
 	}
 
@@ -242,7 +242,7 @@ static int parse_header(df_safetensors *st, df_error *err)
 	st->tensors = calloc(entries ? entries : 1, sizeof *st->tensors);
 	spans = calloc(entries ? entries : 1, sizeof *spans);
 	if (!st->tensors || !spans) {
-		rc = df__fail(err, -ENOMEM, n, "out of memory");
+		rc = df__fail(err, DF_ENOMEM, n, "out of memory");
 		goto out;
 	}
 	const char *key;
@@ -250,7 +250,7 @@ static int parse_header(df_safetensors *st, df_error *err)
 	json_object_foreach(root, key, value) {
 		if (strcmp(key, "__metadata__") == 0) {
 			if (st->meta) {
-				rc = df__fail(err, -EINVAL, n, "__metadata__ appears twice");
+				rc = df__fail(err, DF_EINVAL, n, "__metadata__ appears twice");
 				goto out;
 			}
 			rc = parse_metadata(st, value, err);
@@ -268,7 +268,7 @@ static int parse_header(df_safetensors *st, df_error *err)
 	qsort(spans, st->count, sizeof *spans, cmp_span);
 	for (size_t i = 1; i < st->count; i++)
 		if (spans[i].begin < spans[i - 1].end) {
-			rc = df__fail(err, -EINVAL, n, "tensors '%s' and '%s' overlap in the data section",
+			rc = df__fail(err, DF_EINVAL, n, "tensors '%s' and '%s' overlap in the data section",
 				      st->tensors[spans[i - 1].tensor].name,
 				      st->tensors[spans[i].tensor].name);
 			goto out;
@@ -277,7 +277,7 @@ static int parse_header(df_safetensors *st, df_error *err)
 	st->by_name = calloc(st->count ? st->count : 1, sizeof *st->by_name);
 	if (!ordered || !st->by_name) {
 		free(ordered);
-		rc = df__fail(err, -ENOMEM, n, "out of memory");
+		rc = df__fail(err, DF_ENOMEM, n, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < st->count; i++) {
@@ -290,7 +290,7 @@ static int parse_header(df_safetensors *st, df_error *err)
 	qsort(st->by_name, st->count, sizeof *st->by_name, cmp_tensor_name);
 	for (size_t i = 1; i < st->count; i++)
 		if (strcmp(st->by_name[i - 1]->name, st->by_name[i]->name) == 0) {
-			rc = df__fail(err, -EINVAL, n, "tensor name '%s' appears twice",
+			rc = df__fail(err, DF_EINVAL, n, "tensor name '%s' appears twice",
 				      st->by_name[i]->name);
 			goto out;
 		}
@@ -307,7 +307,7 @@ static df_safetensors *new_handle(const char *name, df_error *err)
 		st->name = strdup(name);
 	if (!st || !st->name) {
 		free(st);
-		df__fail(err, -ENOMEM, name, "out of memory");
+		df__fail(err, DF_ENOMEM, name, "out of memory");
 		return NULL;
 	}
 	return st;
@@ -330,11 +330,11 @@ int df_safetensors_open_memory(df_safetensors **out, const void *data, size_t si
 	if (!name)
 		name = "<memory>";
 	if (!out || (!data && size > 0))
-		return df__fail(err, -EINVAL, name, "no buffer given");
+		return df__fail(err, DF_EINVAL, name, "no buffer given");
 	*out = NULL;
 	df_safetensors *st = new_handle(name, err);
 	if (!st)
-		return -ENOMEM;
+		return DF_ENOMEM;
 	st->base = data;
 	st->size = size;
 	return finish_open(st, out, err);
@@ -343,28 +343,28 @@ int df_safetensors_open_memory(df_safetensors **out, const void *data, size_t si
 int df_safetensors_open(df_safetensors **out, const char *path, df_error *err)
 {
 	if (!out || !path)
-		return df__fail(err, -EINVAL, path, "no file given");
+		return df__fail(err, DF_EINVAL, path, "no file given");
 	*out = NULL;
 	/* O_NONBLOCK: a FIFO given by mistake must not hang the open */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
-		return df__fail(err, -e, path, "cannot open: %s", strerror(e));
+		return df__fail(err, DF_EIO, path, "cannot open: %s", strerror(e));
 	}
 	struct stat sb;
 	if (fstat(fd, &sb) != 0) {
 		int e = errno;
 		close(fd);
-		return df__fail(err, -e, path, "cannot stat: %s", strerror(e));
+		return df__fail(err, DF_EIO, path, "cannot stat: %s", strerror(e));
 	}
 	if (!S_ISREG(sb.st_mode)) {
 		close(fd);
-		return df__fail(err, -EINVAL, path, "not a regular file");
+		return df__fail(err, DF_EINVAL, path, "not a regular file");
 	}
 	df_safetensors *st = new_handle(path, err);
 	if (!st) {
 		close(fd);
-		return -ENOMEM;
+		return DF_ENOMEM;
 	}
 	st->size = (size_t)sb.st_size;
 	if (st->size > 0) {
@@ -373,7 +373,7 @@ int df_safetensors_open(df_safetensors **out, const char *path, df_error *err)
 			int e = errno;
 			close(fd);
 			df_safetensors_close(st);
-			return df__fail(err, -e, path, "cannot map: %s", strerror(e));
+			return df__fail(err, DF_EIO, path, "cannot map: %s", strerror(e));
 		}
 		st->base = map;
 		st->mapped = 1;
@@ -441,7 +441,7 @@ int df_safetensors_metadata_at(const df_safetensors *st, size_t i, const char **
 			       const char **value)
 {
 	if (!st || i >= st->meta_count)
-		return -EINVAL;
+		return DF_EINVAL;
 	if (key)
 		*key = st->meta[i].key;
 	if (value)
@@ -515,13 +515,13 @@ static int check_read(const df_safetensors *st, const df_safetensors_tensor *t,
 {
 	const char *name = st ? st->name : "safetensors";
 	if (!st || !t)
-		return df__fail(err, -EINVAL, name, "no tensor given");
+		return df__fail(err, DF_EINVAL, name, "no tensor given");
 	if (count != t->nelem)
-		return df__fail(err, -EINVAL, name,
+		return df__fail(err, DF_EINVAL, name,
 				"tensor '%s' has %zu elements, the destination holds %zu", t->name,
 				t->nelem, count);
 	if (!dst && count > 0)
-		return df__fail(err, -EINVAL, name, "tensor '%s': no destination", t->name);
+		return df__fail(err, DF_EINVAL, name, "tensor '%s': no destination", t->name);
 	return 0;
 }
 
@@ -571,14 +571,14 @@ int df_safetensors_read_i64(const df_safetensors *st, const df_safetensors_tenso
 	const void *src = t->data;
 	switch (t->dtype) {
 	case DF_ST_F16: case DF_ST_BF16: case DF_ST_F32: case DF_ST_F64:
-		return df__fail(err, -EINVAL, st->name,
+		return df__fail(err, DF_EINVAL, st->name,
 				"tensor '%s' has dtype %s, an integer dtype is required", t->name,
 				dtype_info[t->dtype].name);
 	case DF_ST_U64:
 		for (size_t i = 0; i < count; i++) {
 			uint64_t v = LOAD(uint64_t, src, i);
 			if (v > INT64_MAX)
-				return df__fail(err, -ERANGE, st->name,
+				return df__fail(err, DF_EINVAL, st->name,
 						"tensor '%s' element %zu (%llu) does not fit in int64",
 						t->name, i, (unsigned long long)v);
 			dst[i] = (int64_t)v;
@@ -626,22 +626,22 @@ static int plan_entries(const char *path, const df_safetensors_entry *entries, s
 		const df_safetensors_entry *e = &entries[i];
 		size_t nelem, size;
 		if (!e->name || !e->name[0])
-			return df__fail(err, -EINVAL, path, "tensor %zu has no name", i);
+			return df__fail(err, DF_EINVAL, path, "tensor %zu has no name", i);
 		if (strcmp(e->name, "__metadata__") == 0)
-			return df__fail(err, -EINVAL, path, "'__metadata__' cannot name a tensor");
+			return df__fail(err, DF_EINVAL, path, "'__metadata__' cannot name a tensor");
 		if ((unsigned)e->dtype >= DTYPE_COUNT)
-			return df__fail(err, -EINVAL, path, "tensor '%s' has an unknown dtype (%d)",
+			return df__fail(err, DF_EINVAL, path, "tensor '%s' has an unknown dtype (%d)",
 					e->name, (int)e->dtype);
 		if (e->ndim < 0 || e->ndim > DF_SAFETENSORS_MAX_DIMS || (e->ndim > 0 && !e->shape))
-			return df__fail(err, -EINVAL, path,
+			return df__fail(err, DF_EINVAL, path,
 					"tensor '%s' has %d dimensions, 0 to %d are supported", e->name,
 					e->ndim, DF_SAFETENSORS_MAX_DIMS);
 		if (shape_size(e->shape, e->ndim, dtype_info[e->dtype].size, &nelem, &size) != 0)
-			return df__fail(err, -EINVAL, path,
+			return df__fail(err, DF_EINVAL, path,
 					"tensor '%s' has a negative dimension or a size that overflows",
 					e->name);
 		if (size > 0 && !e->data)
-			return df__fail(err, -EINVAL, path, "tensor '%s' has no data", e->name);
+			return df__fail(err, DF_EINVAL, path, "tensor '%s' has no data", e->name);
 		sorted[i] = e;
 	}
 	qsort(sorted, count, sizeof *sorted, cmp_entry_layout);
@@ -681,21 +681,21 @@ static int metadata_object(const char *path, const df_safetensors_meta *metadata
 {
 	const df_safetensors_meta **sorted = calloc(count, sizeof *sorted);
 	if (!sorted)
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 	int rc = 0;
 	for (size_t i = 0; i < count && rc == 0; i++) {
 		sorted[i] = &metadata[i];
 		if (!metadata[i].key || !metadata[i].value)
-			rc = df__fail(err, -EINVAL, path, "metadata entry %zu has no key or value", i);
+			rc = df__fail(err, DF_EINVAL, path, "metadata entry %zu has no key or value", i);
 	}
 	if (rc == 0)
 		qsort(sorted, count, sizeof *sorted, cmp_meta_ptr_key);
 	for (size_t i = 0; i < count && rc == 0; i++) {
 		const df_safetensors_meta *m = sorted[i];
 		if (json_object_get(meta, m->key))
-			rc = df__fail(err, -EINVAL, path, "metadata key '%s' appears twice", m->key);
+			rc = df__fail(err, DF_EINVAL, path, "metadata key '%s' appears twice", m->key);
 		else if (json_object_set_new(meta, m->key, json_string(m->value)) != 0)
-			rc = df__fail(err, -EINVAL, path, "metadata '%s' is not valid UTF-8 text",
+			rc = df__fail(err, DF_EINVAL, path, "metadata '%s' is not valid UTF-8 text",
 				      m->key);
 	}
 	free(sorted);
@@ -711,11 +711,11 @@ static int build_header(const char *path, const df_safetensors_entry **sorted,
 	json_t *root = json_object();
 	int rc = 0;
 	if (!root)
-		return df__fail(err, -ENOMEM, path, "out of memory");
+		return df__fail(err, DF_ENOMEM, path, "out of memory");
 	if (metadata_count > 0) {
 		json_t *meta = json_object();
 		if (!meta || json_object_set_new(root, "__metadata__", meta) != 0) {
-			rc = df__fail(err, -ENOMEM, path, "out of memory");
+			rc = df__fail(err, DF_ENOMEM, path, "out of memory");
 			goto out;
 		}
 		rc = metadata_object(path, metadata, metadata_count, meta, err);
@@ -726,20 +726,20 @@ static int build_header(const char *path, const df_safetensors_entry **sorted,
 	for (size_t i = 0; i < count; i++) {
 		const df_safetensors_entry *e = sorted[i];
 		if (nbytes[i] > (uint64_t)INT64_MAX - offset) {
-			rc = df__fail(err, -EINVAL, path, "tensors larger than the format's offsets allow");
+			rc = df__fail(err, DF_EINVAL, path, "tensors larger than the format's offsets allow");
 			goto out;
 		}
 		if (json_object_get(root, e->name)) {
-			rc = df__fail(err, -EINVAL, path, "tensor name '%s' appears twice", e->name);
+			rc = df__fail(err, DF_EINVAL, path, "tensor name '%s' appears twice", e->name);
 			goto out;
 		}
 		json_t *entry = tensor_entry(e, offset, offset + nbytes[i]);
 		if (!entry) {
-			rc = df__fail(err, -ENOMEM, path, "out of memory");
+			rc = df__fail(err, DF_ENOMEM, path, "out of memory");
 			goto out;
 		}
 		if (json_object_set_new(root, e->name, entry) != 0) {
-			rc = df__fail(err, -EINVAL, path, "tensor name '%s' is not valid UTF-8", e->name);
+			rc = df__fail(err, DF_EINVAL, path, "tensor name '%s' is not valid UTF-8", e->name);
 			goto out;
 		}
 		offset += nbytes[i];
@@ -747,7 +747,7 @@ static int build_header(const char *path, const df_safetensors_entry **sorted,
 	/* insertion order: jansson keeps it when keys are not sorted */
 	*text = json_dumps(root, JSON_COMPACT);
 	if (!*text)
-		rc = df__fail(err, -ENOMEM, path, "cannot format the header");
+		rc = df__fail(err, DF_ENOMEM, path, "cannot format the header");
 out:
 	json_decref(root);
 	return rc;
@@ -758,16 +758,16 @@ int df_safetensors_write(const char *path, const df_safetensors_entry *entries, 
 			 df_error *err)
 {
 	if (!path)
-		return df__fail(err, -EINVAL, "safetensors", "no path given");
+		return df__fail(err, DF_EINVAL, "safetensors", "no path given");
 	if ((count > 0 && !entries) || (metadata_count > 0 && !metadata))
-		return df__fail(err, -EINVAL, path, "no entries given");
+		return df__fail(err, DF_EINVAL, path, "no entries given");
 
 	const df_safetensors_entry **sorted = calloc(count ? count : 1, sizeof *sorted);
 	size_t *nbytes = calloc(count ? count : 1, sizeof *nbytes);
 	char *header = NULL;
 	int rc;
 	if (!sorted || !nbytes) {
-		rc = df__fail(err, -ENOMEM, path, "out of memory");
+		rc = df__fail(err, DF_ENOMEM, path, "out of memory");
 		goto out;
 	}
 	rc = plan_entries(path, entries, count, sorted, nbytes, err);
@@ -794,7 +794,7 @@ int df_safetensors_write(const char *path, const df_safetensors_entry *entries, 
 	if (!ok) {
 		int e = errno ? errno : EIO;
 		df__atomic_abort(&af);
-		rc = df__fail(err, -e, path, "cannot write: %s", strerror(e));
+		rc = df__fail(err, DF_EIO, path, "cannot write: %s", strerror(e));
 		goto out;
 	}
 	rc = df__atomic_commit(&af, err);
