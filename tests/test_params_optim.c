@@ -132,6 +132,24 @@ static void test_check_finite_names_the_tensor(void **state)
 	close_block(&f);
 }
 
+static void test_clip_grad_norm_matches_host(void **state)
+{
+	(void)state;
+	struct fixture f;
+	open_block(&f);
+	const float wa[6] = { 3, 0, 0, 0, 0, 0 }, wb[4] = { 0, 4, 0, 0 };
+	set_grads(&f, wa, wb);
+	double norm = 0;
+	df_error err = { { 0 } };
+	assert_int_equal(df_params_clip_grad_norm(f.p, 1.0, &norm, &err), DF_OK);
+	assert_float_equal(norm, 5.0, 1e-12);
+	const float *g = df_params_block(f.p, DF_PARAMS_GRADS);
+	assert_float_equal(g[0], 3.0f * (float)(1.0 / (5.0 + 1e-6)), 1e-7);
+	assert_float_equal(g[7], 4.0f * (float)(1.0 / (5.0 + 1e-6)), 1e-7);
+	assert_int_equal(df_params_clip_grad_norm(f.p, 1.0, NULL, &err), DF_EINVAL);
+	close_block(&f);
+}
+
 /* device "cuda": a context, or DF_ENOTSUP with one line naming the device
  * (a build without the backend, a machine without a GPU or driver). */
 static void test_cuda_context_or_one_line(void **state)
@@ -157,6 +175,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cuda_context_or_one_line),
+		cmocka_unit_test(test_clip_grad_norm_matches_host),
 		cmocka_unit_test(test_adamw_matches_host_step),
 		cmocka_unit_test(test_ema_update),
 		cmocka_unit_test(test_check_finite_names_the_tensor),

@@ -257,6 +257,9 @@ struct df_backend {
 	/* Index of the first non-finite value of x[0..n), or -1; NULL on a
 	 * backend whose memory the host reads directly (cpu). */
 	int64_t (*first_nonfinite)(const df_backend *be, const float *x, int64_t n);
+	/* sum x[i]^2 in double, in an order fixed by n alone (gradient norm);
+	 * NULL as above. */
+	double (*sum_squares)(const df_backend *be, const float *x, int64_t n);
 };
 
 /* Backend constructors (internal names start with dfi_, so libdiffuse does

@@ -101,3 +101,21 @@ int df_params_check_finite(df_params *p, int part, df_error *err)
 	return df_error_set(err, DF_ENUMERIC, "non-finite %s: %s, element %lld",
 	                    part == DF_PARAMS_GRADS ? "gradient" : "value", t->name ? t->name : "(unnamed)", (long long)(bad - owner_offset));
 }
+
+int df_params_clip_grad_norm(df_params *p, double max_norm, double *norm, df_error *err)
+{
+	float *grads = p ? df_params_block(p, DF_PARAMS_GRADS) : NULL;
+	const df_backend *be = p ? block_backend(p) : NULL;
+	if (!grads || !be || !norm)
+		return df_error_set(err, DF_EINVAL, "clip: the parameter block is empty or not finalized");
+	const int64_t n = df_params_trainable_numel(p);
+	if (!be->sum_squares) {
+		*norm = df_clip_grad_norm(grads, (size_t)n, max_norm);
+		return DF_OK;
+	}
+	/* The same rule as df_clip_grad_norm, the scaling done in place. */
+	*norm = sqrt(be->sum_squares(be, grads, n));
+	if (max_norm > 0.0 && isfinite(*norm) && *norm > max_norm)
+		be->affine_forward(be, grads, grads, (float)(max_norm / (*norm + 1e-6)), 0.0f, n);
+	return DF_OK;
+}

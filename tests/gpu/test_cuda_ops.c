@@ -269,7 +269,8 @@ static double normwise(const float *got, const float *want, int64_t n)
 	return scale > 0 ? diff / scale : diff;
 }
 
-/* AdamW (3 steps), EMA and the finiteness check over a parameter block:
+/* Gradient clipping, AdamW (3 steps), EMA and the finiteness check over a
+ * parameter block:
  * out gets the values then the EMA (2 n floats), msg the check's message
  * after a NaN gradient. */
 static int optimiser_case(df_ctx *ctx, float *out, int64_t n, char *msg, size_t msg_len)
@@ -306,7 +307,10 @@ static int optimiser_case(df_ctx *ctx, float *out, int64_t n, char *msg, size_t 
 			rc = df_params_check_finite(p, DF_PARAMS_GRADS, &err) == DF_ENUMERIC ? DF_OK : DF_EINVAL;
 			snprintf(msg, msg_len, "%s", err.msg);
 		} else if (rc == DF_OK) {
-			rc = df_params_adamw_step(p, &c, t, &err);
+			double norm = 0;
+			rc = df_params_clip_grad_norm(p, 50.0, &norm, &err); /* the norm is about 365: clipped */
+			if (rc == DF_OK)
+				rc = df_params_adamw_step(p, &c, t, &err);
 			if (rc == DF_OK)
 				rc = df_params_ema_update(ema, p, 0.9f, &err);
 		}
@@ -332,7 +336,7 @@ static int run_optimiser(df_ctx *cpu, df_ctx *gpu)
 	         optimiser_case(gpu, got, n, msg_gpu, sizeof msg_gpu) == DF_OK;
 	const double e = ok ? normwise(got, want, 2 * n) : INFINITY;
 	ok = ok && e <= tolerance && !strcmp(msg_cpu, msg_gpu);
-	printf("%-30s %12.3g %12s  %s\n", "adamw + ema + finite check", e, "-", ok ? "ok" : "FAIL");
+	printf("%-30s %12.3g %12s  %s\n", "clip + adamw + ema + finite", e, "-", ok ? "ok" : "FAIL");
 	if (strcmp(msg_cpu, msg_gpu))
 		printf("  check messages differ: cpu \"%s\", cuda \"%s\"\n", msg_cpu, msg_gpu);
 	free(want);

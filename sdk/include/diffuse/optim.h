@@ -64,6 +64,9 @@ int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *er
  * naming the first tensor holding a NaN or infinity and the element, so a
  * training loop can stop before the bad update reaches a checkpoint. */
 int df_params_check_finite(df_params *p, int part, df_error *err);
+/* df_clip_grad_norm over the trainable gradients of the block, wherever
+ * they live: *norm gets the norm before clipping (may be non-finite). */
+int df_params_clip_grad_norm(df_params *p, double max_norm, double *norm, df_error *err);
 
 /* The decay to use at 0-based EMA step k: min(decay, (1 + k) / (10 + k))
  * when warmup is non-zero, else decay. */

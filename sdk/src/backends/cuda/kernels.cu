@@ -1106,7 +1106,7 @@ static void cuda_ema_update(const df_backend *be, float *ema, const float *param
 
 /* ---- non-finite search: the smallest bad index (order-free) ----------- */
 
-#define NONFINITE_BLOCKS 1024
+#define NONFINITE_BLOCKS 1024 /* also the grid of the sum of squares */
 
 __global__ void first_nonfinite_partial(int64_t *partial, const float *x, int64_t n)
 {
@@ -1144,8 +1144,41 @@ static int64_t cuda_first_nonfinite(const df_backend *be, const float *x, int64_
 	return first == INT64_MAX ? -1 : first;
 }
 
+/* Block partial sums of squares in double over a fixed grid. */
+__global__ void sum_squares_partial(double *partial, const float *x, int64_t n)
+{
+	__shared__ double acc[THREADS];
+	double s = 0.0;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		s += (double)x[i] * (double)x[i];
+	acc[threadIdx.x] = s;
+	__syncthreads();
+	for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+		if ((int)threadIdx.x < w)
+			acc[threadIdx.x] += acc[threadIdx.x + w];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		partial[blockIdx.x] = acc[0];
+}
+
+static double cuda_sum_squares(const df_backend *be, const float *x, int64_t n)
+{
+	double *partial = (double *)dfi_cuda_scratch(NONFINITE_BLOCKS * sizeof(double));
+	double host[NONFINITE_BLOCKS], total = 0.0;
+	if (!partial || n <= 0)
+		return n <= 0 ? 0.0 : NAN;
+	sum_squares_partial<<<NONFINITE_BLOCKS, THREADS, 0, dfi_cuda.stream>>>(partial, x, n);
+	cudaMemcpyAsync(host, partial, sizeof host, cudaMemcpyDeviceToHost, dfi_cuda.stream);
+	cudaStreamSynchronize(dfi_cuda.stream);
+	for (int b = 0; b < NONFINITE_BLOCKS; b++)
+		total += host[b];
+	return total;
+}
+
 void dfi_cuda_install_kernels(df_backend *be)
 {
+	be->sum_squares = cuda_sum_squares;
 	be->first_nonfinite = cuda_first_nonfinite;
 	be->binary_forward = cuda_binary_forward;
 	be->binary_backward = cuda_binary_backward;
