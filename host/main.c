@@ -258,6 +258,7 @@ static int cmd_plugins(int argc, char **argv)
 	if (!reg)
 		return EXIT_RUNTIME;
 	print_refusals(reg);
+	printf("backends: %s\n", df_backends());
 	size_t n = df_registry_count(reg);
 	const df_component_info **rows = calloc(n + 1, sizeof *rows);
 	if (!rows) {
@@ -497,6 +498,7 @@ int main(int argc, char **argv)
 	const char *name = argv[1];
 	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
 		printf("diffuse %s (plugin ABI %d.%d)\n", df_version_string(), DF_ABI_MAJOR, DF_ABI_MINOR);
+		printf("backends: %s\n", df_backends());
 		return EXIT_OK;
 	}
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
