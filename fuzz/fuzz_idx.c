@@ -2,7 +2,8 @@
  * the resampling that follows it. The first input byte picks the number
  * of dimensions and the padding and resizing; the rest is the file.
  *
- * Build (from a configured build directory, so config.h exists):
+ * fuzz/run.sh builds and runs it with the other targets; by hand, from a
+ * configured build directory (for config.h):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$SRC/sdk/include \
  *     $SRC/fuzz/fuzz_idx.c $SRC/plugins/dataset/fashion-mnist/idx.c \
  *     $SRC/plugins/dataset/resample.c $SRC/sdk/src/error.c -lz -lm -o fuzz_idx

@@ -28,11 +28,18 @@ cflags="-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-reco
 libs="$(pkg-config --libs jansson libpng) -lm"
 io_sources="$top/sdk/src/io/common.c $top/sdk/src/io/safetensors.c $top/sdk/src/io/png.c"
 
+# The fashion-mnist dataset's IDX parser and resampler.
+idx_sources="$top/plugins/dataset/fashion-mnist/idx.c $top/plugins/dataset/resample.c $top/sdk/src/error.c"
+
 status=0
-for target in safetensors png; do
+for target in safetensors png idx; do
+	case $target in
+	idx) sources=$idx_sources extra_libs=-lz ;;
+	*) sources=$io_sources extra_libs= ;;
+	esac
 	echo "== fuzz_$target: building"
 	# shellcheck disable=SC2086
-	"$cc" $cflags -o "$work/fuzz_$target" "$here/fuzz_$target.c" $io_sources $libs
+	"$cc" $cflags -o "$work/fuzz_$target" "$here/fuzz_$target.c" $sources $libs $extra_libs
 	corpus="$work/corpus_$target"
 	mkdir -p "$corpus"
 	echo "== fuzz_$target: running for ${seconds}s (corpus $corpus)"
