@@ -3,8 +3,10 @@
  * (bench/vs-pytorch). It loads the backbone plugin through the runtime's
  * registry, so what it measures is the plugin users get.
  *
- *   dit-bench train  [options]   training steps: velocity loss on the linear
- *                                path, backward, clipping, AdamW, EMA
+ *   dit-bench train  [options]   training steps: the objective plugin's loss
+ *                                (or, without --objective, the velocity loss
+ *                                of the linear path written here), backward,
+ *                                gradient norm and clipping, AdamW, EMA
  *   dit-bench sample [options]   Euler steps with classifier-free guidance:
  *                                one forward of the doubled batch per step
  *   dit-bench sgemm  [options]   cblas_sgemm GFLOP/s at the model's shapes
@@ -37,6 +39,9 @@ typedef struct options {
 	const char *backbone;
 	const char *settings[MAX_SETTINGS]; /* "key=value" for the backbone */
 	int n_settings;
+	const char *objective;              /* NULL: the built-in velocity loss */
+	const char *objective_settings[MAX_SETTINGS];
+	int n_objective_settings;
 	int channels, height, width;
 	int classes;
 	int64_t batch;
@@ -71,6 +76,8 @@ static void usage(FILE *to)
 	        "usage: dit-bench train|sample|sgemm [options]\n"
 	        "  --backbone NAME        backbone component (dit)\n"
 	        "  -s KEY=VALUE           a backbone setting (repeatable), e.g. -s model=DiT-S/2\n"
+	        "  --objective NAME       training loss from this objective plugin (e.g. velocity)\n"
+	        "  -o KEY=VALUE           an objective setting (repeatable), e.g. -o path=linear\n"
 	        "  --shape C,H,W          input shape (4,32,32)\n"
 	        "  --classes K            number of classes, 0 = unconditional (1000)\n"
 	        "  --batch N              batch (8); sampling: images, doubled for guidance\n"
@@ -101,6 +108,10 @@ static int parse(options *o, int argc, char **argv)
 			o->backbone = v;
 		else if (strcmp(a, "-s") == 0 && o->n_settings < MAX_SETTINGS)
 			o->settings[o->n_settings++] = v;
+		else if (strcmp(a, "--objective") == 0)
+			o->objective = v;
+		else if (strcmp(a, "-o") == 0 && o->n_objective_settings < MAX_SETTINGS)
+			o->objective_settings[o->n_objective_settings++] = v;
 		else if (strcmp(a, "--shape") == 0) {
 			if (sscanf(v, "%d,%d,%d", &o->channels, &o->height, &o->width) != 3)
 				return -1;
@@ -201,14 +212,53 @@ static int run_sgemm(const options *o)
 /* ------------------------------------------------------------------ */
 /* The backbone, created through the registry as the runtime creates it. */
 
+/* A component's settings struct, defaults then "key=value" overrides. */
+typedef struct configured {
+	const df_component *component;
+	void *values;
+} configured;
+
+static int configure(configured *c, df_registry *reg, df_kind kind, const char *name, const char *const *settings,
+                     int n, df_error *err)
+{
+	const df_component_info *info = df_registry_find(reg, kind, name);
+	if (!info)
+		return df_error_set(err, DF_EINVAL, "no component called %s among the loaded plugins", name);
+	c->component = info->component;
+	c->values = calloc(1, c->component->settings_size ? c->component->settings_size : 1);
+	if (!c->values)
+		return df_error_set(err, DF_ENOMEM, "out of memory");
+	int rc = c->component->settings ? df_settings_defaults(c->component->settings, c->values, err) : DF_OK;
+	for (int i = 0; !rc && i < n; i++) {
+		char key[128];
+		const char *eq = strchr(settings[i], '=');
+		if (!eq || (size_t)(eq - settings[i]) >= sizeof key)
+			return df_error_set(err, DF_EINVAL, "%s: expected key=value", settings[i]);
+		memcpy(key, settings[i], (size_t)(eq - settings[i]));
+		key[eq - settings[i]] = '\0';
+		rc = df_settings_set(c->component->settings, c->values, key, eq + 1, err);
+		if (rc)
+			df_error_prefix(err, rc, "%s", name);
+	}
+	return rc;
+}
+
+static void unconfigure(configured *c)
+{
+	if (c->component && c->component->settings && c->values)
+		df_settings_release(c->component->settings, c->values);
+	free(c->values);
+}
+
 typedef struct bench_model {
 	df_registry *reg;
-	const df_component *component;
-	void *settings;
+	configured backbone, objective;
 	df_ctx *ctx;
 	const df_backbone_vtable *vt;
 	void *self;
 	df_params *params;
+	const df_objective_vtable *ovt;
+	void *objective_self;
 } bench_model;
 
 static int model_open(bench_model *b, const options *o, df_error *err)
@@ -224,26 +274,9 @@ static int model_open(bench_model *b, const options *o, df_error *err)
 		rc = df_registry_load_default(b->reg, err);
 	if (rc)
 		return rc;
-	const df_component_info *info = df_registry_find(b->reg, DF_KIND_BACKBONE, o->backbone);
-	if (!info)
-		return df_error_set(err, DF_EINVAL, "no backbone called %s among the loaded plugins", o->backbone);
-	b->component = info->component;
-	b->vt = b->component->vtable;
-	b->settings = calloc(1, b->component->settings_size ? b->component->settings_size : 1);
-	if (!b->settings)
-		return df_error_set(err, DF_ENOMEM, "out of memory");
-	if (b->component->settings && (rc = df_settings_defaults(b->component->settings, b->settings, err)))
+	if ((rc = configure(&b->backbone, b->reg, DF_KIND_BACKBONE, o->backbone, o->settings, o->n_settings, err)))
 		return rc;
-	for (int i = 0; i < o->n_settings; i++) {
-		char key[128];
-		const char *eq = strchr(o->settings[i], '=');
-		if (!eq || (size_t)(eq - o->settings[i]) >= sizeof key)
-			return df_error_set(err, DF_EINVAL, "%s: expected key=value", o->settings[i]);
-		memcpy(key, o->settings[i], (size_t)(eq - o->settings[i]));
-		key[eq - o->settings[i]] = '\0';
-		if ((rc = df_settings_set(b->component->settings, b->settings, key, eq + 1, err)))
-			return rc;
-	}
+	b->vt = b->backbone.component->vtable;
 	if ((rc = df_ctx_create(&b->ctx, "cpu", o->threads, err)))
 		return rc;
 	df_backbone_shape shape = {
@@ -252,7 +285,16 @@ static int model_open(bench_model *b, const options *o, df_error *err)
 		.num_classes = o->classes,
 		.null_class = o->classes > 0,
 	};
-	if ((rc = b->vt->create(b->settings, b->ctx, &shape, &b->self, err)))
+	if (o->objective) {
+		if ((rc = configure(&b->objective, b->reg, DF_KIND_OBJECTIVE, o->objective, o->objective_settings,
+		                    o->n_objective_settings, err)))
+			return rc;
+		b->ovt = b->objective.component->vtable;
+		if ((rc = b->ovt->create(b->objective.values, b->ctx, &b->objective_self, err)))
+			return df_error_prefix(err, rc, "%s", o->objective);
+		shape.out_channels = b->ovt->out_channels(b->objective_self, o->channels);
+	}
+	if ((rc = b->vt->create(b->backbone.values, b->ctx, &shape, &b->self, err)))
 		return rc;
 	b->params = b->vt->params(b->self);
 	/* The official initialisation, as the peer uses: zeros in the adaLN
@@ -264,19 +306,21 @@ static void model_close(bench_model *b)
 {
 	if (b->vt && b->self)
 		b->vt->destroy(b->self);
+	if (b->ovt && b->objective_self)
+		b->ovt->destroy(b->objective_self);
 	df_ctx_destroy(b->ctx);
-	if (b->component && b->component->settings && b->settings)
-		df_settings_release(b->component->settings, b->settings);
-	free(b->settings);
+	unconfigure(&b->backbone);
+	unconfigure(&b->objective);
 	df_registry_destroy(b->reg);
 }
 
 static void print_header(const char *mode, const options *o, const bench_model *b)
 {
 	printf("{\"mode\": \"%s\", \"backbone\": \"%s\", \"threads\": %d, \"batch\": %" PRId64
-	       ", \"params\": %" PRId64 ", \"trainable\": %" PRId64 ", \"ctx\": \"%s\", ",
+	       ", \"params\": %" PRId64 ", \"trainable\": %" PRId64 ", \"ctx\": \"%s\", \"objective\": \"%s\", ",
 	       mode, o->backbone, df_ctx_threads(b->ctx), o->batch, df_params_numel(b->params),
-	       df_params_trainable_numel(b->params), df_ctx_describe(b->ctx));
+	       df_params_trainable_numel(b->params), df_ctx_describe(b->ctx),
+	       o->objective ? o->objective : "built-in velocity");
 }
 
 /* ------------------------------------------------------------------ */
@@ -285,6 +329,7 @@ static void print_header(const char *mode, const options *o, const bench_model *
 typedef struct train_buffers {
 	float *x0, *eps, *x_t, *target, *t;
 	int32_t *y;
+	int64_t *index;
 	float *ema;
 } train_buffers;
 
@@ -299,6 +344,7 @@ static void draw_batch(const options *o, train_buffers *tb, int64_t step)
 	df_rng_fill_uniform(tb->t, (size_t)n, 0, STREAM_T, (uint64_t)step, 0);
 	for (int64_t i = 0; i < n; i++) {
 		float t = tb->t[i];
+		tb->index[i] = step * n + i;
 		for (int64_t j = i * dim; j < (i + 1) * dim; j++) {
 			tb->x_t[j] = (1.0f - t) * tb->x0[j] + t * tb->eps[j];
 			tb->target[j] = tb->eps[j] - tb->x0[j];
@@ -309,6 +355,22 @@ static void draw_batch(const options *o, train_buffers *tb, int64_t step)
 				tb->y[i] = o->classes;
 		}
 	}
+}
+
+/* The model as an objective calls it: labels bound here. */
+typedef struct call_ctx {
+	bench_model *b;
+	const int32_t *y;
+} call_ctx;
+
+static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                         df_tensor **out, df_error *err)
+{
+	call_ctx *c = ctx;
+	df_backbone_input in = {
+		.struct_size = sizeof in, .x = x_t, .t = t, .y = c->y, .hidden_block = hidden_block, .hidden = hidden,
+	};
+	return c->b->vt->forward(c->b->self, g, &in, out, err);
 }
 
 static int train_step(const options *o, bench_model *b, df_graph *g, train_buffers *tb, int64_t step,
@@ -322,17 +384,26 @@ static int train_step(const options *o, bench_model *b, df_graph *g, train_buffe
 	df_tensor *x_t = df_tensor_from_host(g, tb->x_t, 4, shape);
 	df_tensor *target = df_tensor_from_host(g, tb->target, 4, shape);
 	df_tensor *t = df_tensor_from_host(g, tb->t, 1, (const int64_t[]){n});
+	df_tensor *x0 = df_tensor_from_host(g, tb->x0, 4, shape);
 	double t1 = now();
-	df_backbone_input in = {
-		.struct_size = sizeof in, .x = x_t, .t = t, .y = o->classes > 0 ? tb->y : NULL,
-	};
-	df_tensor *out = NULL;
+	call_ctx cc = {b, o->classes > 0 ? tb->y : NULL};
+	df_tensor *loss = NULL;
 	int rc = df_graph_status(g, err);
-	if (!rc)
-		rc = b->vt->forward(b->self, g, &in, &out, err);
+	if (!rc && b->ovt) {
+		df_loss_batch batch = {
+			.struct_size = sizeof batch, .x0 = x0, .y = cc.y, .seed = 0, .step = (uint64_t)step,
+			.index = tb->index, .images = x0,
+		};
+		df_model_call call = {sizeof call, call_backbone, &cc};
+		rc = b->ovt->loss(b->objective_self, g, &batch, &call, &loss, err);
+	} else if (!rc) {
+		df_tensor *out = NULL;
+		rc = call_backbone(&cc, g, x_t, t, 0, NULL, &out, err);
+		if (!rc)
+			loss = df_mean(g, df_mse_per_sample(g, out, target));
+	}
 	if (rc)
 		return rc;
-	df_tensor *loss = df_mean(g, df_mse_per_sample(g, out, target));
 	float value = 0;
 	if ((rc = df_graph_status(g, err)) || (rc = df_tensor_read(loss, &value, err)))
 		return rc;
@@ -376,6 +447,7 @@ static int run_train(const options *o, df_error *err)
 		tb.target = malloc((size_t)elems * sizeof(float));
 		tb.t = malloc((size_t)o->batch * sizeof(float));
 		tb.y = malloc((size_t)o->batch * sizeof(int32_t));
+		tb.index = malloc((size_t)o->batch * sizeof(int64_t));
 		if (o->ema > 0) {
 			size_t count = (size_t)df_params_trainable_numel(b.params);
 			tb.ema = malloc(count * sizeof(float));
@@ -383,7 +455,7 @@ static int run_train(const options *o, df_error *err)
 				memcpy(tb.ema, df_params_block(b.params, DF_PARAMS_VALUES), count * sizeof(float));
 		}
 		g = df_graph_create(b.ctx, 0);
-		if (!tb.x0 || !tb.eps || !tb.x_t || !tb.target || !tb.t || !tb.y || (o->ema > 0 && !tb.ema) || !g ||
+		if (!tb.x0 || !tb.eps || !tb.x_t || !tb.target || !tb.t || !tb.y || !tb.index || (o->ema > 0 && !tb.ema) || !g ||
 		    !times)
 			rc = df_error_set(err, DF_ENOMEM, "out of memory");
 	}
@@ -419,6 +491,7 @@ static int run_train(const options *o, df_error *err)
 	free(tb.target);
 	free(tb.t);
 	free(tb.y);
+	free(tb.index);
 	free(tb.ema);
 	model_close(&b);
 	return rc;
