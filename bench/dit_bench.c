@@ -182,9 +182,9 @@ static int run_sgemm(const options *o)
 	}
 	df_rng_fill_normal(a, most, 0, STREAM_X0, 0, 0);
 	df_rng_fill_normal(b, (size_t)(16 * d * d), 0, STREAM_EPS, 0, 0);
-	double best = 0;
+	double best = 0, best_cpu = 0;
 	for (int r = 0; r < o->reps + 1; r++) {
-		double flops = 0, t0 = now();
+		double flops = 0, t0 = now(), c0 = cpu_now();
 		for (int k = 0; k < 4; k++) {
 			int64_t n = outs[k], kk = ins[k];
 			/* y = x W^T; dx = dy W; dW = dy^T x */
@@ -196,13 +196,17 @@ static int run_sgemm(const options *o)
 			            (int)n, c, (int)kk, 0.0f, b, (int)kk);
 			flops += 3.0 * 2.0 * (double)rows * (double)n * (double)kk;
 		}
-		double gflops = flops / (now() - t0) * 1e-9;
+		double gflops = flops / (now() - t0) * 1e-9, cpu_gflops = flops / (cpu_now() - c0) * 1e-9;
 		if (r > 0 && gflops > best) /* the first round warms the threads */
 			best = gflops;
+		if (r > 0 && cpu_gflops > best_cpu)
+			best_cpu = cpu_gflops;
 	}
+	/* cpu_gflops: per second of CPU time, which a shared machine does not
+	 * dilute the way it dilutes wall time */
 	printf("{\"mode\": \"sgemm\", \"threads\": %d, \"rows\": %" PRId64 ", \"hidden\": %" PRId64
-	       ", \"gflops\": %.3f}\n",
-	       o->threads, rows, d, best);
+	       ", \"gflops\": %.3f, \"cpu_gflops\": %.3f}\n",
+	       o->threads, rows, d, best, best_cpu);
 	free(a);
 	free(b);
 	free(c);
