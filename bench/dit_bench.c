@@ -337,19 +337,22 @@ typedef struct train_buffers {
 	float *ema;
 } train_buffers;
 
-/* The batch of one step: x_t = (1 - t) x0 + t eps, target eps - x0 (the
- * velocity of the linear path), labels dropped to the null class with
- * probability class_dropout. */
-static void draw_batch(const options *o, train_buffers *tb, int64_t step)
+/* The batch of one step: labels dropped to the null class with
+ * probability class_dropout; without an objective plugin also x_t =
+ * (1 - t) x0 + t eps and the target eps - x0 (the velocity of the linear
+ * path), which an objective draws itself. */
+static void draw_batch(const options *o, train_buffers *tb, int64_t step, int own_loss)
 {
 	const int64_t dim = (int64_t)o->channels * o->height * o->width, n = o->batch;
 	df_rng_fill_normal(tb->x0, (size_t)(n * dim), 0, STREAM_X0, (uint64_t)step, 0);
-	df_rng_fill_normal(tb->eps, (size_t)(n * dim), 0, STREAM_EPS, (uint64_t)step, 0);
-	df_rng_fill_uniform(tb->t, (size_t)n, 0, STREAM_T, (uint64_t)step, 0);
+	if (own_loss) {
+		df_rng_fill_normal(tb->eps, (size_t)(n * dim), 0, STREAM_EPS, (uint64_t)step, 0);
+		df_rng_fill_uniform(tb->t, (size_t)n, 0, STREAM_T, (uint64_t)step, 0);
+	}
 	for (int64_t i = 0; i < n; i++) {
 		float t = tb->t[i];
 		tb->index[i] = step * n + i;
-		for (int64_t j = i * dim; j < (i + 1) * dim; j++) {
+		for (int64_t j = i * dim; own_loss && j < (i + 1) * dim; j++) {
 			tb->x_t[j] = (1.0f - t) * tb->x0[j] + t * tb->eps[j];
 			tb->target[j] = tb->eps[j] - tb->x0[j];
 		}
@@ -383,12 +386,15 @@ static int train_step(const options *o, bench_model *b, df_graph *g, train_buffe
 	const int64_t n = o->batch;
 	const int64_t shape[4] = {n, o->channels, o->height, o->width};
 	double t0 = now();
-	draw_batch(o, tb, step);
+	draw_batch(o, tb, step, !b->ovt);
 	df_graph_reset(g);
-	df_tensor *x_t = df_tensor_from_host(g, tb->x_t, 4, shape);
-	df_tensor *target = df_tensor_from_host(g, tb->target, 4, shape);
-	df_tensor *t = df_tensor_from_host(g, tb->t, 1, (const int64_t[]){n});
 	df_tensor *x0 = df_tensor_from_host(g, tb->x0, 4, shape);
+	df_tensor *x_t = NULL, *target = NULL, *t = NULL;
+	if (!b->ovt) {
+		x_t = df_tensor_from_host(g, tb->x_t, 4, shape);
+		target = df_tensor_from_host(g, tb->target, 4, shape);
+		t = df_tensor_from_host(g, tb->t, 1, (const int64_t[]){n});
+	}
 	double t1 = now();
 	call_ctx cc = {b, o->classes > 0 ? tb->y : NULL};
 	df_tensor *loss = NULL;
