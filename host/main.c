@@ -10,7 +10,7 @@
 #include <string.h>
 #include "diffuse/diffuse.h"
 
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+#include "host.h"
 
 typedef struct command {
 	const char *name;
@@ -101,12 +101,7 @@ static df_registry *open_registry(void)
 /* ------------------------------------------------------------------ */
 /* Arguments shared by check and run. */
 
-typedef struct pipeline_args {
-	const char *file;
-	const char **overrides;
-	size_t n_overrides;
-	const char *runs_dir;
-} pipeline_args;
+/* Arguments shared by check and run (pipeline_args: host.h). */
 
 static int wants_help(int argc, char **argv)
 {
@@ -128,7 +123,7 @@ static int command_help(const char *name)
 	return EXIT_OK;
 }
 
-static int parse_pipeline_args(int argc, char **argv, int with_runs_dir, pipeline_args *a)
+int parse_pipeline_args(int argc, char **argv, int with_runs_dir, pipeline_args *a)
 {
 	memset(a, 0, sizeof *a);
 	a->runs_dir = "runs";
@@ -173,7 +168,7 @@ static int parse_pipeline_args(int argc, char **argv, int with_runs_dir, pipelin
 }
 
 /* Loads plugins and the pipeline; prints refusals then errors. */
-static int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline **p)
+int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline **p)
 {
 	*p = NULL;
 	*reg = open_registry();
@@ -188,7 +183,8 @@ static int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline 
 		.report_ctx = &errors,
 	};
 	df_error err;
-	int status = df_pipeline_load(*reg, a->file, &options, p, &err);
+	int status = host_is_checkpoint(a->file) ? df_pipeline_load_checkpoint(*reg, a->file, &options, p, &err)
+	                                         : df_pipeline_load(*reg, a->file, &options, p, &err);
 	print_refusals(*reg);
 	if (status != DF_OK && errors.n == 0)
 		fprintf(stderr, "%s\n", err.msg);
@@ -202,7 +198,7 @@ static int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline 
 /* Commands. */
 
 /* Parses check/run arguments, loads the pipeline and hands it to body. */
-static int with_pipeline(int argc, char **argv, int with_runs_dir,
+int with_pipeline(int argc, char **argv, int with_runs_dir,
                          int (*body)(const pipeline_args *a, const df_pipeline *p))
 {
 	pipeline_args a;
@@ -233,27 +229,7 @@ static int check_body(const pipeline_args *a, const df_pipeline *p)
 	return EXIT_OK;
 }
 
-static int run_body(const pipeline_args *a, const df_pipeline *p)
-{
-	char *dir = NULL;
-	df_error err;
-	if (df_run_prepare(p, a->runs_dir, &dir, &err) != DF_OK) {
-		fprintf(stderr, "diffuse run: %s\n", err.msg);
-		return EXIT_RUNTIME;
-	}
-	printf("%s: resolved pipeline written to %s/pipeline.cfg\n", a->file, dir);
-	int stages = 0;
-	for (const char *const *s = df_runtime_section_names(); *s; s++) {
-		if (df_pipeline_has_stage(p, *s)) {
-			printf("%s: the %s stage is not part of this version of diffuse yet; skipped\n", a->file, *s);
-			stages++;
-		}
-	}
-	if (!stages)
-		printf("%s: nothing to run: the pipeline has no train or sample section\n", a->file);
-	free(dir);
-	return EXIT_OK;
-}
+static int run_body(const pipeline_args *a, const df_pipeline *p) { return host_run_stages(a, p, 1, 1); }
 
 static int cmd_check(int argc, char **argv) { return with_pipeline(argc, argv, 0, check_body); }
 static int cmd_run(int argc, char **argv) { return with_pipeline(argc, argv, 1, run_body); }
@@ -464,7 +440,13 @@ static const command commands[] = {
 	 "Validates a pipeline without running it: plugins found, every setting known,\n"
 	 "well typed and in range. Errors read file:line: message.",
 	 cmd_check},
+	HOST_STAGE_COMMANDS
 	{"plugins", "", "Lists every loaded component: kind, name, version, file, summary.", cmd_plugins},
+	{"forward", FORWARD_USAGE,
+	 "Runs the pipeline's backbone once in eval mode on x, t and y of IN and writes out;\n"
+	 "with --grad-weights, also grad.<name> of sum(out * w) for every trained parameter\n"
+	 "(w from G). For parity checks against another implementation.",
+	 cmd_forward},
 	{"help", "[NAME | COMMAND]",
 	 "Prints the settings of a component (type, default, range, help), of a pipeline\n"
 	 "section (train, sample, pipeline), or the usage of a command.",
@@ -489,7 +471,7 @@ static void print_usage(FILE *out)
 	             "  --version, -V  the version\n\n"
 	             "Plugins are searched in %s, then DIFFUSE_PLUGIN_PATH,\n"
 	             "then the pipeline's plugin_path. Exit status: 0 success, 1 failure while running,\n"
-	             "2 usage or pipeline error.\n",
+	             "2 usage or pipeline error, 3 interrupted (state saved).\n",
 	        df_registry_system_dir());
 }
 

@@ -7,6 +7,11 @@
 #include "diffuse/plugin.h"
 #include "diffuse/tensor.h"
 #include "diffuse/runtime.h"
+#include "diffuse/io.h"
+#include "diffuse/optim.h"
+#include "diffuse/rng.h"
+#include "diffuse/process.h"
+#include "diffuse/sampling.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -135,6 +135,11 @@ typedef struct df_train_settings {
 	double class_dropout;    /* label dropout for classifier-free guidance */
 	int64_t log_every;
 	int64_t checkpoint_every;
+	/* appended by the training stage */
+	const char *lr_schedule; /* "constant" or "cosine" after the warm-up */
+	double min_lr;           /* where cosine ends */
+	int ema_warmup;          /* decay min(ema, (1 + k) / (10 + k)) at EMA step k */
+	int64_t sample_every;    /* steps between EMA sample grids; 0 = only at the end */
 } df_train_settings;
 
 typedef struct df_sample_settings {
@@ -143,6 +148,10 @@ typedef struct df_sample_settings {
 	int64_t batch;
 	const char *weights;     /* "ema" or "raw" */
 	int64_t class_label;     /* -1: cycle through the classes */
+	/* appended by the sampling stage: guidance (see "Stages" below) */
+	double cfg_scale;              /* 1 = no guidance */
+	df_list cfg_interval;          /* [lo, hi] in framework time */
+	const char *guidance_channels; /* "all" or "first3" (the official DiT/SiT code) */
 } df_sample_settings;
 
 /* The declared settings of a runtime section ("" for the top level,
@@ -207,6 +216,98 @@ int df_pipeline_write_file(const df_pipeline *p, const char *path, df_error *err
 /* Creates runs_dir/<name>/ (and runs_dir) and writes pipeline.cfg in it.
  * *run_dir receives the folder's path (free() it). */
 int df_run_prepare(const df_pipeline *p, const char *runs_dir, char **run_dir, df_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Stages: training and sampling of a pipeline.
+ *
+ * Guidance lives in the `sample` section (cfg_scale, cfg_interval,
+ * guidance_channels), not in each sampler's: the runtime's denoiser applies
+ * classifier-free guidance once, before any sampler sees the model, so the
+ * same three settings mean the same thing under every sampler and no
+ * sampler plugin can forget or re-implement them. The training loop's grids
+ * use the same settings.
+ *
+ * Checkpoints are one safetensors file: the parameters under their official
+ * names, the EMA set as "ema.<name>", the AdamW moments as "opt.m.<name>"
+ * and "opt.v.<name>", and metadata: "format" (DF_CHECKPOINT_FORMAT),
+ * "pipeline" (the resolved pipeline text), "step", "ema_step" and
+ * "weights" (which sets the file holds, e.g. "raw,ema,opt"). */
+
+#define DF_CHECKPOINT_FORMAT "diffuse-checkpoint-1"
+
+/* Which weights generate. */
+typedef enum df_weight_set {
+	DF_WEIGHTS_RAW = 0,
+	DF_WEIGHTS_EMA = 1,
+} df_weight_set;
+
+/* Classifier-free guidance on one model evaluation. */
+typedef struct df_guidance {
+	double scale;         /* 1: no guidance (only the conditional half runs) */
+	double t_lo, t_hi;    /* guide only for t in [t_lo, t_hi] (framework time of process.h) */
+	int channels;         /* channels guided: 0 = all prediction channels; 3 = the official code's legacy */
+} df_guidance;
+
+/* Combines one batch's conditional and unconditional outputs, (n, out_c,
+ * plane) each, into out: guided = uncond + scale * (cond - uncond) on the
+ * first `channels` channels (all pred_c prediction channels when
+ * g->channels is 0), cond elsewhere (learned-variance channels included).
+ * Outside [t_lo, t_hi] out is cond. out may be cond. */
+void df_guidance_combine(const df_guidance *g, double t, const float *cond, const float *uncond, float *out,
+                         int64_t n, int out_c, int pred_c, int64_t plane);
+
+typedef struct df_train_report {
+	int64_t step;          /* steps done */
+	int64_t steps;         /* steps the pipeline asks for */
+	double loss;           /* of the last step */
+	double grad_norm;
+	double lr;
+	double steps_per_s;    /* since this invocation started */
+	double eta_s;
+} df_train_report;
+
+typedef struct df_stage_options {
+	size_t struct_size;            /* sizeof(df_stage_options) */
+	const char *run_dir;           /* checkpoints, log.jsonl and grids go here */
+	/* Training: continue from run_dir/checkpoint.safetensors when present. */
+	int resume;
+	/* Training: stop (saving a checkpoint) after this many steps of this
+	 * call; 0 = run to train.steps. */
+	int64_t max_steps;
+	/* Set asynchronously (e.g. by a SIGINT handler): training finishes the
+	 * step, saves a checkpoint and returns DF_EINTR. */
+	volatile int *stop;
+	/* Called after every training step; may be NULL. */
+	void (*progress)(void *ctx, const df_train_report *r);
+	/* One line of news (resumed, checkpoint saved, grid written); may be NULL. */
+	void (*message)(void *ctx, const char *line);
+	void *ctx;
+} df_stage_options;
+
+/* Trains the pipeline's backbone on its dataset. Returns DF_EINTR when
+ * stopped through options->stop, DF_ENUMERIC on a non-finite loss or
+ * gradient (the message names the step, the first bad tensor and the last
+ * good checkpoint). */
+int df_train_run(const df_pipeline *p, const df_stage_options *options, df_error *err);
+
+typedef struct df_sample_request {
+	size_t struct_size;      /* sizeof(df_sample_request) */
+	const char *checkpoint;  /* a training checkpoint, or */
+	const char *weights;     /* plain weights under the official names */
+	int64_t count;           /* 0: the sample section's count */
+	const char *noise;       /* optional safetensors with x (N, C, H, W) and y (N) */
+	const char *out;         /* grid.png, a directory (one PNG per sample) or OUT.safetensors (x0, y) */
+} df_sample_request;
+
+/* Generates samples. With neither checkpoint nor weights, the run folder's
+ * checkpoint (options->run_dir) is used. */
+int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_stage_options *options,
+                  df_error *err);
+
+/* Loads the pipeline stored in a checkpoint's metadata (overrides apply). */
+int df_pipeline_load_checkpoint(df_registry *reg, const char *checkpoint, const df_pipeline_options *options,
+                                df_pipeline **pipeline, df_error *err);
+
 
 #ifdef __cplusplus
 }

@@ -61,6 +61,8 @@ int df_ctx_create(df_ctx **ctx, const char *device, int threads, df_error *err);
 void df_ctx_destroy(df_ctx *ctx);
 const char *df_ctx_device(const df_ctx *ctx);
 int df_ctx_threads(const df_ctx *ctx);
+/* One line for logs, e.g. "cpu: 2 threads (2 physical cores available), ...". */
+const char *df_ctx_describe(const df_ctx *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Parameter blocks. Register every tensor, then finalize once: one
@@ -79,6 +81,22 @@ void df_params_zero_grad(df_params *p);
 /* Copies of the whole block in registration order, host side. */
 int df_params_read(const df_params *p, float *values, df_error *err);
 int df_params_write(df_params *p, const float *values, df_error *err);
+
+/* The four parts of the block, for the optimiser and checkpoints. Each has
+ * df_params_numel() floats in backend memory, every tensor at the same
+ * offset in each part; trainable tensors come first, so the optimiser
+ * updates the first df_params_trainable_numel() floats of each part and
+ * frozen tensors are never touched. NULL before finalize. */
+enum df_params_part {
+	DF_PARAMS_VALUES = 0,
+	DF_PARAMS_GRADS = 1,
+	DF_PARAMS_M = 2, /* AdamW first moment */
+	DF_PARAMS_V = 3, /* AdamW second moment */
+};
+float *df_params_block(df_params *p, enum df_params_part part);
+int64_t df_params_trainable_numel(const df_params *p);
+/* Element offset of tensor i (registration order) inside each part. */
+int64_t df_params_offset(const df_params *p, size_t i);
 
 /* ------------------------------------------------------------------ */
 /* Graphs. */

@@ -7,6 +7,8 @@
 
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const weight_sets[] = {"ema", "raw", NULL};
+static const char *const lr_schedules[] = {"constant", "cosine", NULL};
+static const char *const guidance_channel_sets[] = {"all", "first3", NULL};
 
 static const df_setting top_settings[] = {
 	DF_SETTING_STRING(df_pipeline_settings, name, "",
@@ -33,6 +35,13 @@ static const df_setting train_settings[] = {
 	DF_SETTING_INT(df_train_settings, log_every, "50", 1, 1e12, "steps between log lines"),
 	DF_SETTING_INT(df_train_settings, checkpoint_every, "1000", 0, 1e12,
 	               "steps between checkpoints; 0 = only at the end"),
+	DF_SETTING_CHOICE(df_train_settings, lr_schedule, "constant", lr_schedules,
+	                  "learning rate after the warm-up: constant, or cosine down to min_lr at the last step"),
+	DF_SETTING_FLOAT(df_train_settings, min_lr, "0", 0, 10, "final learning rate of the cosine schedule"),
+	DF_SETTING_BOOL(df_train_settings, ema_warmup, "false",
+	                "EMA decay min(ema, (1 + k) / (10 + k)) at EMA step k, so early averages forget the init"),
+	DF_SETTING_INT(df_train_settings, sample_every, "0", 0, 1e12,
+	               "steps between grids of EMA samples (sample section settings); 0 = only at the end"),
 	DF_SETTINGS_END,
 };
 
@@ -43,6 +52,12 @@ static const df_setting sample_settings[] = {
 	DF_SETTING_CHOICE(df_sample_settings, weights, "ema", weight_sets, "which weights generate"),
 	DF_SETTING_INT(df_sample_settings, class_label, "-1", -1, 1 << 20,
 	               "class to generate; -1 = cycle through the classes"),
+	DF_SETTING_FLOAT(df_sample_settings, cfg_scale, "1.0", 0, 1000,
+	                 "classifier-free guidance scale, applied by the runtime for every sampler; 1 = off"),
+	DF_SETTING_LIST(df_sample_settings, cfg_interval, "[0.0, 1.0]", 0, 1,
+	                "guide only for t in [lo, hi] (t = 0 data, t = 1 noise), REPA's guidance interval"),
+	DF_SETTING_CHOICE(df_sample_settings, guidance_channels, "all", guidance_channel_sets,
+	                  "channels guided: all, or first3 as the official DiT/SiT sampling code (legacy numbers)"),
 	DF_SETTINGS_END,
 };
 

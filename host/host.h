@@ -1,0 +1,59 @@
+/* What the commands of the diffuse program share (host/ only): main.c
+ * parses and loads, stages.c trains and samples, cmd_forward.c runs one
+ * backbone pass. */
+#ifndef DIFFUSE_HOST_H
+#define DIFFUSE_HOST_H
+
+#include <stddef.h>
+#include "diffuse/diffuse.h"
+
+#include "diffuse/runtime.h"
+
+/* Exit status: 3 = interrupted by Ctrl-C after saving. */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
+
+/* A pipeline file with its -o overrides (and, for run, the runs folder). */
+typedef struct pipeline_args {
+	const char *file;
+	const char **overrides;
+	size_t n_overrides;
+	const char *runs_dir;
+} pipeline_args;
+
+int parse_pipeline_args(int argc, char **argv, int with_runs_dir, pipeline_args *a);
+/* A pipeline file, or a checkpoint whose metadata holds one. */
+int load_pipeline(const pipeline_args *a, df_registry **reg, df_pipeline **p);
+/* Parses, loads, then calls body. */
+int with_pipeline(int argc, char **argv, int with_runs_dir,
+                  int (*body)(const pipeline_args *a, const df_pipeline *p));
+
+/* 1 when path names a safetensors file (a checkpoint given as PIPELINE). */
+int host_is_checkpoint(const char *path);
+/* Prepares the run folder and runs the training and/or sampling stages
+ * the pipeline names (when train / sample are set). */
+int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int sample);
+
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+
+#define HOST_STAGE_COMMANDS                                                                             \
+	{"train", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--max-steps N]",                 \
+	 "Trains into RUNS_DIR/<name>/: checkpoint.safetensors (weights, EMA, optimiser state),\n"       \
+	 "log.jsonl and sample grids. Resumes from the run's checkpoint when there is one, bit for\n"     \
+	 "bit. --max-steps N stops (and saves) after N steps of this call. Ctrl-C finishes the\n"         \
+	 "step, saves and exits with status 3.",                                                          \
+	 cmd_train},                                                                                      \
+	{"sample", "[PIPELINE] (--checkpoint F | --weights W.safetensors) [--count N] [--noise N.safetensors] --out OUT", \
+	 "Generates samples with the pipeline's sampler and the sample section's guidance. OUT is\n"     \
+	 "a .png grid (one row per class), a folder (one PNG per sample) or a .safetensors file\n"      \
+	 "(x0 and y). --checkpoint needs no PIPELINE: the checkpoint holds it. --weights takes\n"         \
+	 "plain weights under the official names. --noise takes x (N, C, H, W) and y (N) from a\n"      \
+	 "file instead of drawing them. Also -o SECTION.KEY=VALUE.",                                      \
+	 cmd_sample},
+
+
+#define FORWARD_USAGE \
+	"PIPELINE --weights W --inputs IN --out OUT [--grad-weights G] [--num-classes K] [--out-channels C] [-o SECTION.KEY=VALUE]..."
+
+#endif

@@ -1,0 +1,159 @@
+/* A pipeline's components opened together: what training, sampling and
+ * forward passes start from. */
+#include "config.h"
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "stage_private.h"
+
+const char *dfr_join(char *buf, size_t size, const char *dir, const char *name)
+{
+	snprintf(buf, size, "%s/%s", dir && *dir ? dir : ".", name);
+	return buf;
+}
+
+double dfr_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const df_pipeline_section *component_section(const df_pipeline *p, const char *name, int required,
+                                                    df_error *err)
+{
+	const df_pipeline_section *sec = df_pipeline_get(p, name);
+	if ((!sec || !sec->component) && required) {
+		df_error_set(err, DF_EINVAL, "%s: the pipeline has no %s section", df_pipeline_file(p), name);
+		return NULL;
+	}
+	return sec && sec->component ? sec : NULL;
+}
+
+/* "kind name: message" for errors coming from a component. */
+static int blame(df_error *err, int rc, const df_pipeline_section *sec)
+{
+	return df_error_prefix(err, rc, "%s %s", sec->name, sec->component->component->name);
+}
+
+static int create_backbone(dfr_model *m, void **self, df_error *err)
+{
+	const df_pipeline_section *sec = df_pipeline_get(m->pipeline, "backbone");
+	int rc = m->backbone->create(sec->values, m->ctx, &m->shape, self, err);
+	return rc ? blame(err, rc, sec) : DF_OK;
+}
+
+static int open_components(dfr_model *m, const df_pipeline *p, df_error *err)
+{
+	const df_pipeline_section *ds = component_section(p, "dataset", 1, err);
+	const df_pipeline_section *bb = component_section(p, "backbone", 1, err);
+	const df_pipeline_section *ob = component_section(p, "objective", 1, err);
+	if (!ds || !bb || !ob)
+		return DF_EINVAL;
+	m->dataset = ds->component->component->vtable;
+	int rc = m->dataset->open(ds->values, &m->dataset_self, err);
+	if (rc)
+		return blame(err, rc, ds);
+	m->dataset->info(m->dataset_self, &m->data);
+	df_shape3 image = {m->data.channels, m->data.height, m->data.width};
+	m->latent = image;
+	const df_pipeline_section *en = component_section(p, "encoder", 0, err);
+	if (en) {
+		m->encoder = en->component->component->vtable;
+		rc = m->encoder->create(en->values, m->ctx, image, &m->encoder_self, err);
+		if (rc)
+			return blame(err, rc, en);
+		m->latent = m->encoder->latent_shape(m->encoder_self);
+	}
+	m->objective = ob->component->component->vtable;
+	rc = m->objective->create(ob->values, m->ctx, &m->objective_self, err);
+	if (rc)
+		return blame(err, rc, ob);
+	m->process = m->objective->process(m->objective_self);
+	m->shape.input = m->latent;
+	m->shape.out_channels = m->objective->out_channels(m->objective_self, m->latent.channels);
+	m->shape.num_classes = m->data.num_classes;
+	/* A conditional model always keeps the null row, as the official
+	 * checkpoints do, so guidance is possible whatever the dropout. */
+	m->shape.null_class = m->data.num_classes > 0;
+	m->backbone = bb->component->component->vtable;
+	rc = create_backbone(m, &m->backbone_self, err);
+	if (rc)
+		return rc;
+	m->params = m->backbone->params(m->backbone_self);
+	m->numel = df_params_numel(m->params);
+	rc = m->backbone->init(m->backbone_self, m->seed, err);
+	if (rc)
+		return blame(err, rc, bb);
+	const df_pipeline_section *sa = component_section(p, "sampler", 0, err);
+	if (sa) {
+		m->sampler = sa->component->component->vtable;
+		m->sampler_name = sa->component->component->name;
+		rc = m->sampler->create(sa->values, m->ctx, &m->sampler_self, err);
+		if (!rc)
+			rc = m->sampler->check(m->sampler_self, m->process, err);
+		if (rc)
+			return df_error_prefix(err, rc, "sampler %s on objective %s", m->sampler_name,
+			                       ob->component->component->name);
+	}
+	return DF_OK;
+}
+
+int dfr_model_open(dfr_model *m, const df_pipeline *p, df_error *err)
+{
+	memset(m, 0, sizeof *m);
+	m->pipeline = p;
+	const df_pipeline_settings *top = df_pipeline_top(p);
+	m->seed = (uint64_t)top->seed;
+	int rc = df_ctx_create(&m->ctx, top->device, (int)top->threads, err);
+	if (!rc)
+		rc = open_components(m, p, err);
+	if (rc)
+		dfr_model_close(m);
+	return rc;
+}
+
+void dfr_model_close(dfr_model *m)
+{
+	if (m->sampler_self)
+		m->sampler->destroy(m->sampler_self);
+	if (m->eval_self)
+		m->backbone->destroy(m->eval_self);
+	if (m->backbone_self)
+		m->backbone->destroy(m->backbone_self);
+	if (m->objective_self)
+		m->objective->destroy(m->objective_self);
+	if (m->encoder_self)
+		m->encoder->destroy(m->encoder_self);
+	if (m->dataset_self)
+		m->dataset->close(m->dataset_self);
+	free(m->ema);
+	df_ctx_destroy(m->ctx);
+	memset(m, 0, sizeof *m);
+}
+
+int dfr_model_ensure_ema(dfr_model *m, df_error *err)
+{
+	if (m->ema)
+		return DF_OK;
+	m->ema = malloc((size_t)m->numel * sizeof *m->ema);
+	if (!m->ema)
+		return df_error_set(err, DF_ENOMEM, "EMA set: out of memory");
+	return df_params_read(m->params, m->ema, err);
+}
+
+int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err)
+{
+	if (which == DF_WEIGHTS_RAW || !m->ema) {
+		*self = m->backbone_self;
+		return DF_OK;
+	}
+	if (!m->eval_self) {
+		int rc = create_backbone(m, &m->eval_self, err);
+		if (rc)
+			return rc;
+		m->eval_params = m->backbone->params(m->eval_self);
+	}
+	*self = m->eval_self;
+	return df_params_write(m->eval_params, m->ema, err);
+}

@@ -1,0 +1,411 @@
+/* The training stage: shuffled epochs, class dropout, the objective's loss,
+ * AdamW with clipping and a learning-rate schedule, an EMA set of its own,
+ * checkpoints that resume bit for bit, a JSON-lines log and sample grids.
+ *
+ * Everything random is a pure function of the seed and the step (data
+ * order, label dropout, the objective's noise), so a run stopped at step k
+ * and resumed from its checkpoint takes exactly the steps an uninterrupted
+ * run takes. */
+#include "config.h"
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "stage_private.h"
+
+typedef struct trainer {
+	dfr_model m;
+	const df_train_settings *ts;
+	const df_stage_options *o;
+	int64_t batch;
+	int64_t image_dim;
+	/* per-step host buffers, allocated once */
+	float *images;
+	int32_t *labels;
+	int64_t *index;
+	float *t_drawn, *loss_each;
+	/* data order of two consecutive epochs (a batch may straddle them) */
+	uint32_t *perm[2];
+	int64_t perm_epoch[2];
+	df_graph *graph;
+	FILE *log;
+	char checkpoint[4096];
+	int64_t saved_step; /* -1: no checkpoint written or found */
+} trainer;
+
+static void say(const trainer *tr, const char *fmt, ...) DF_PRINTF(2, 3);
+static void say(const trainer *tr, const char *fmt, ...)
+{
+	if (!tr->o->message)
+		return;
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	tr->o->message(tr->o->ctx, line);
+}
+
+/* ------------------------------------------------------------------ */
+/* Data. */
+
+static const uint32_t *epoch_order(trainer *tr, int64_t epoch)
+{
+	for (int k = 0; k < 2; k++)
+		if (tr->perm_epoch[k] == epoch)
+			return tr->perm[k];
+	int slot = (int)(epoch & 1);
+	df_rng_permutation(tr->perm[slot], (size_t)tr->m.data.count, tr->m.seed, DFR_STREAM_DATA_ORDER,
+	                   (uint64_t)epoch);
+	tr->perm_epoch[slot] = epoch;
+	return tr->perm[slot];
+}
+
+/* The dataset items of step `step`: positions step*B .. step*B+B-1 of the
+ * endless sequence of shuffled epochs. */
+static void batch_indices(trainer *tr, int64_t step)
+{
+	int64_t count = tr->m.data.count;
+	for (int64_t i = 0; i < tr->batch; i++) {
+		int64_t pos = step * tr->batch + i;
+		tr->index[i] = epoch_order(tr, pos / count)[pos % count];
+	}
+}
+
+/* Labels become the null class with probability class_dropout, keyed by
+ * (seed, sample index, step). */
+static void drop_labels(trainer *tr, int64_t step)
+{
+	if (tr->m.data.num_classes <= 0)
+		return;
+	for (int64_t i = 0; i < tr->batch; i++)
+		if (df_rng_uniform(tr->m.seed, DFR_STREAM_LABEL_DROP, (uint64_t)step, (uint64_t)tr->index[i]) <
+		    tr->ts->class_dropout)
+			tr->labels[i] = tr->m.data.num_classes;
+}
+
+/* ------------------------------------------------------------------ */
+/* The model as the objective calls it. */
+
+static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                         df_tensor **out, df_error *err)
+{
+	trainer *tr = ctx;
+	df_backbone_input in = {
+		.struct_size = sizeof in,
+		.x = x_t,
+		.t = t,
+		.y = tr->m.data.num_classes > 0 ? tr->labels : NULL,
+		.hidden_block = hidden_block,
+		.hidden = hidden,
+	};
+	int rc = tr->m.backbone->forward(tr->m.backbone_self, g, &in, out, err);
+	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks. */
+
+static int non_finite(const float *v, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return 1;
+	return 0;
+}
+
+static int numeric_failure(trainer *tr, int64_t step, const char *what, df_error *err)
+{
+	char last[4200];
+	if (tr->saved_step >= 0)
+		snprintf(last, sizeof last, "the last good checkpoint is %s (step %" PRId64 ")", tr->checkpoint,
+		         tr->saved_step);
+	else
+		snprintf(last, sizeof last, "no checkpoint was written before it");
+	return df_error_set(err, DF_ENUMERIC, "step %" PRId64 ": %s; training stopped, %s", step + 1, what, last);
+}
+
+/* Names the first parameter whose gradient is not finite. */
+static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
+{
+	df_params *p = tr->m.params;
+	const float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	char what[512];
+	snprintf(what, sizeof what, "gradient norm is %g", norm);
+	for (size_t i = 0; i < df_params_count(p); i++) {
+		const df_tensor *t = df_params_at(p, i);
+		if (!(t->flags & DF_TENSOR_FROZEN) && non_finite(grads + df_params_offset(p, i), t->numel)) {
+			snprintf(what, sizeof what, "the gradient of %s is not finite", t->name);
+			break;
+		}
+	}
+	return numeric_failure(tr, step, what, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Log. */
+
+typedef struct step_stats {
+	double loss, grad_norm, lr;
+	double t_data, t_forward, t_backward, t_optim;
+} step_stats;
+
+static void log_step(trainer *tr, int64_t step, const step_stats *s)
+{
+	if (!tr->log)
+		return;
+	double sum[4] = {0}, count[4] = {0};
+	for (int64_t i = 0; i < tr->batch; i++) {
+		int q = (int)(tr->t_drawn[i] * 4.0);
+		q = q < 0 ? 0 : q > 3 ? 3 : q;
+		sum[q] += tr->loss_each[i];
+		count[q] += 1;
+	}
+	json_t *quartiles = json_array();
+	for (int q = 0; q < 4; q++)
+		json_array_append_new(quartiles, count[q] > 0 ? json_real(sum[q] / count[q]) : json_null());
+	double total = s->t_data + s->t_forward + s->t_backward + s->t_optim;
+	json_t *line = json_pack("{s:I, s:f, s:o, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}", "step", (json_int_t)step,
+	                         "loss", s->loss, "loss_by_t_quartile", quartiles, "grad_norm", s->grad_norm, "lr",
+	                         s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0, "time_s", "data",
+	                         s->t_data, "forward", s->t_forward, "backward", s->t_backward, "optimiser", s->t_optim);
+	if (line) {
+		json_dumpf(line, tr->log, JSON_COMPACT);
+		fputc('\n', tr->log);
+		fflush(tr->log);
+		json_decref(line);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* One step. */
+
+static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
+{
+	dfr_model *m = &tr->m;
+	const df_train_settings *ts = tr->ts;
+	double t0 = dfr_now();
+	batch_indices(tr, step);
+	int rc = m->dataset->fetch(m->dataset_self, tr->index, tr->batch, tr->images, tr->labels, err);
+	if (rc)
+		return df_error_prefix(err, rc, "dataset");
+	drop_labels(tr, step);
+	df_graph *g = tr->graph;
+	df_graph_reset(g);
+	df_tensor *images = df_tensor_from_host(g, tr->images, 4, (const int64_t[]){tr->batch, m->data.channels,
+	                                                                           m->data.height, m->data.width});
+	df_tensor *x0 = images;
+	if ((rc = df_graph_status(g, err)))
+		return rc;
+	if (m->encoder && (rc = m->encoder->encode(m->encoder_self, g, images, &x0, err)))
+		return df_error_prefix(err, rc, "encoder");
+	double t1 = dfr_now();
+	df_loss_batch batch = {
+		.struct_size = sizeof batch,
+		.x0 = x0,
+		.y = m->data.num_classes > 0 ? tr->labels : NULL,
+		.seed = m->seed,
+		.step = (uint64_t)step,
+		.index = tr->index,
+		.images = images,
+		.t_out = tr->t_drawn,
+		.loss_out = tr->loss_each,
+	};
+	df_model_call call = {sizeof call, call_backbone, tr};
+	df_tensor *loss = NULL;
+	if ((rc = m->objective->loss(m->objective_self, g, &batch, &call, &loss, err)))
+		return df_error_prefix(err, rc, "objective");
+	float value = 0;
+	if ((rc = df_graph_status(g, err)) || (rc = df_tensor_read(loss, &value, err)))
+		return rc;
+	s->loss = value;
+	if (!isfinite(value)) {
+		char what[64];
+		snprintf(what, sizeof what, "the loss is %g", (double)value);
+		return numeric_failure(tr, step, what, err);
+	}
+	double t2 = dfr_now();
+	df_params_zero_grad(m->params);
+	if ((rc = df_backward(g, loss, err)))
+		return rc;
+	double t3 = dfr_now();
+	int64_t n = df_params_trainable_numel(m->params);
+	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
+	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
+	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
+	if (!isfinite(s->grad_norm))
+		return bad_gradient(tr, step, s->grad_norm, err);
+	df_lr_schedule schedule = {
+		.base_lr = ts->lr,
+		.warmup_steps = ts->warmup,
+		.decay = strcmp(ts->lr_schedule, "cosine") == 0 ? DF_LR_COSINE : DF_LR_CONSTANT,
+		.total_steps = ts->steps,
+		.min_lr = ts->min_lr,
+	};
+	s->lr = df_lr_at(&schedule, step);
+	df_adamw_config adam = df_adamw_defaults();
+	adam.lr = s->lr;
+	adam.weight_decay = ts->weight_decay;
+	if (df_adamw_step(values, grads, df_params_block(m->params, DF_PARAMS_M), df_params_block(m->params, DF_PARAMS_V),
+	                  NULL, (size_t)n, &adam, step + 1) != 0)
+		return df_error_set(err, DF_EINVAL, "step %" PRId64 ": AdamW refused its settings", step + 1);
+	m->have_opt = 1;
+	if (m->ema) {
+		df_ema_update(m->ema, values, (size_t)n, df_ema_decay_at((float)ts->ema, m->ema_step, ts->ema_warmup));
+		m->ema_step++;
+	}
+	m->step = step + 1;
+	double t4 = dfr_now();
+	s->t_data = t1 - t0;
+	s->t_forward = t2 - t1;
+	s->t_backward = t3 - t2;
+	s->t_optim = t4 - t3;
+	return DF_OK;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int save(trainer *tr, df_error *err)
+{
+	int rc = dfr_checkpoint_save(&tr->m, tr->checkpoint, err);
+	if (!rc)
+		tr->saved_step = tr->m.step;
+	return rc;
+}
+
+static int grid(trainer *tr, df_error *err)
+{
+	if (!tr->m.sampler)
+		return DF_OK;
+	char name[64], path[4096], summary[512];
+	snprintf(name, sizeof name, "samples-%06" PRId64 ".png", tr->m.step);
+	dfr_join(path, sizeof path, tr->o->run_dir, name);
+	int rc = dfr_write_class_grid(&tr->m, tr->m.ema ? DF_WEIGHTS_EMA : DF_WEIGHTS_RAW, path, summary, sizeof summary,
+	                              err);
+	if (!rc)
+		say(tr, "%s: %s", path, summary);
+	return rc;
+}
+
+static int setup(trainer *tr, const df_pipeline *p, df_error *err)
+{
+	dfr_model *m = &tr->m;
+	const df_pipeline_section *sec = df_pipeline_get(p, "train");
+	if (!sec)
+		return df_error_set(err, DF_EINVAL, "%s: the pipeline has no train section", df_pipeline_file(p));
+	tr->ts = sec->values;
+	tr->batch = tr->ts->batch;
+	tr->saved_step = -1;
+	tr->perm_epoch[0] = tr->perm_epoch[1] = -1;
+	int rc = dfr_model_open(m, p, err);
+	if (rc)
+		return rc;
+	if (m->data.count <= 0 || m->data.count > UINT32_MAX)
+		return df_error_set(err, DF_EINVAL, "dataset: %" PRId64 " items cannot be trained on", m->data.count);
+	dfr_join(tr->checkpoint, sizeof tr->checkpoint, tr->o->run_dir, "checkpoint.safetensors");
+	struct stat st;
+	int resumed = tr->o->resume && stat(tr->checkpoint, &st) == 0;
+	if (resumed) {
+		if ((rc = dfr_checkpoint_load(m, tr->checkpoint, 1, err)))
+			return rc;
+		tr->saved_step = m->step;
+		if (tr->ts->ema <= 0 && m->ema) {
+			free(m->ema);
+			m->ema = NULL;
+		}
+		say(tr, "resuming %s at step %" PRId64 " (EMA step %" PRId64 ")", tr->checkpoint, m->step, m->ema_step);
+	}
+	if (tr->ts->ema > 0 && (rc = dfr_model_ensure_ema(m, err)))
+		return rc;
+	tr->image_dim = (int64_t)m->data.channels * m->data.height * m->data.width;
+	tr->images = malloc((size_t)(tr->batch * tr->image_dim) * sizeof *tr->images);
+	tr->labels = malloc((size_t)tr->batch * sizeof *tr->labels);
+	tr->index = malloc((size_t)tr->batch * sizeof *tr->index);
+	tr->t_drawn = calloc((size_t)tr->batch, sizeof *tr->t_drawn);
+	tr->loss_each = calloc((size_t)tr->batch, sizeof *tr->loss_each);
+	tr->perm[0] = malloc((size_t)m->data.count * sizeof *tr->perm[0]);
+	tr->perm[1] = malloc((size_t)m->data.count * sizeof *tr->perm[1]);
+	tr->graph = df_graph_create(m->ctx, 0);
+	if (!tr->images || !tr->labels || !tr->index || !tr->t_drawn || !tr->loss_each || !tr->perm[0] || !tr->perm[1] ||
+	    !tr->graph)
+		return df_error_set(err, DF_ENOMEM, "training: out of memory");
+	char log_path[4096];
+	dfr_join(log_path, sizeof log_path, tr->o->run_dir, "log.jsonl");
+	tr->log = fopen(log_path, resumed ? "a" : "w");
+	if (!tr->log)
+		return df_error_set(err, DF_EIO, "%s: cannot write", log_path);
+	say(tr, "training %s: %" PRId64 " parameters, %" PRId64 " items, batch %" PRId64 ", %s",
+	    df_pipeline_top(p)->name, df_params_trainable_numel(m->params), m->data.count, tr->batch,
+	    df_ctx_describe(m->ctx));
+	return DF_OK;
+}
+
+static void teardown(trainer *tr)
+{
+	if (tr->log)
+		fclose(tr->log);
+	df_graph_destroy(tr->graph);
+	free(tr->images);
+	free(tr->labels);
+	free(tr->index);
+	free(tr->t_drawn);
+	free(tr->loss_each);
+	free(tr->perm[0]);
+	free(tr->perm[1]);
+	dfr_model_close(&tr->m);
+}
+
+int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
+{
+	trainer tr;
+	memset(&tr, 0, sizeof tr);
+	tr.o = o;
+	int rc = setup(&tr, p, err);
+	if (rc) {
+		teardown(&tr);
+		return rc;
+	}
+	const df_train_settings *ts = tr.ts;
+	int64_t done = 0;
+	double start = dfr_now();
+	step_stats s = {0};
+	while (!rc && tr.m.step < ts->steps) {
+		if ((o->stop && *o->stop) || (o->max_steps > 0 && done >= o->max_steps))
+			break;
+		int64_t step = tr.m.step;
+		rc = train_step(&tr, step, &s, err);
+		if (rc)
+			break;
+		done++;
+		if (tr.m.step % ts->log_every == 0 || tr.m.step == ts->steps)
+			log_step(&tr, tr.m.step, &s);
+		if (o->progress) {
+			double elapsed = dfr_now() - start;
+			df_train_report r = {tr.m.step, ts->steps, s.loss, s.grad_norm, s.lr, 0, 0};
+			r.steps_per_s = elapsed > 0 ? (double)done / elapsed : 0;
+			r.eta_s = r.steps_per_s > 0 ? (double)(ts->steps - tr.m.step) / r.steps_per_s : 0;
+			o->progress(o->ctx, &r);
+		}
+		if (ts->checkpoint_every > 0 && tr.m.step % ts->checkpoint_every == 0 && tr.m.step < ts->steps)
+			rc = save(&tr, err);
+		if (!rc && ts->sample_every > 0 && tr.m.step % ts->sample_every == 0 && tr.m.step < ts->steps)
+			rc = grid(&tr, err);
+	}
+	int interrupted = !rc && tr.m.step < ts->steps;
+	if (!rc && (done > 0 || tr.saved_step < 0)) {
+		rc = save(&tr, err);
+		if (!rc)
+			say(&tr, "%s: step %" PRId64 " of %" PRId64 "%s", tr.checkpoint, tr.m.step, ts->steps,
+			    interrupted ? " (stopped early; run again to resume)" : "");
+	}
+	if (!rc && !interrupted && done > 0)
+		rc = grid(&tr, err);
+	if (!rc && o->stop && *o->stop && interrupted)
+		rc = df_error_set(err, DF_EINTR, "interrupted at step %" PRId64 "; %s saved, run again to resume",
+		                  tr.m.step, tr.checkpoint);
+	teardown(&tr);
+	return rc;
+}

@@ -1,0 +1,110 @@
+#!/bin/sh
+# The training and sampling stages through the diffuse program, on the
+# stage fixtures (tests/plugins/stage_fixture.c) and the shapes dataset:
+# resume equals an uninterrupted run byte for byte, a NaN loss names the
+# step and the last good checkpoint, a sampler the objective cannot serve
+# is refused at start, a checkpoint of another shape names the setting,
+# and sampling writes what it says it writes.
+set -u
+diffuse="$DF_TOP_BUILDDIR/host/diffuse"
+export DIFFUSE_PLUGIN_PATH="$DF_TOP_BUILDDIR/tests/plugins/.libs/stage_fixture.so:$DIFFUSE_PLUGIN_PATH"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/diffuse-train-XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+expect() {
+	want=$1
+	shift
+	"$@" >"$tmp/out" 2>"$tmp/err"
+	got=$?
+	if [ "$got" != "$want" ]; then
+		echo "FAIL: exit $got, expected $want: $*"
+		sed 's/^/  stdout: /' "$tmp/out"
+		sed 's/^/  stderr: /' "$tmp/err"
+		failures=$((failures + 1))
+	fi
+}
+
+grep_in() {
+	if ! grep -qF -- "$2" "$tmp/$1"; then
+		echo "FAIL: \"$2\" not in $1 of the last command:"
+		sed 's/^/  /' "$tmp/$1"
+		failures=$((failures + 1))
+	fi
+}
+
+cat >"$tmp/tiny.cfg" <<'CFG'
+name = "tiny";
+seed = 7;
+threads = 1;
+dataset = { plugin = "shapes"; size = 8; count = 24; };
+backbone = { plugin = "pixel-mlp"; hidden = 16; };
+objective = { plugin = "flow-fixture"; };
+sampler = { plugin = "euler-fixture"; steps = 3; };
+train = { batch = 5; lr = 1e-2; steps = 20; ema = 0.9; ema_warmup = true; warmup = 3;
+          lr_schedule = "cosine"; grad_clip = 1.0; log_every = 5; checkpoint_every = 0; };
+sample = { count = 6; batch = 4; cfg_scale = 2.0; };
+CFG
+
+# Resume: 20 steps in one go equals 10 + 10 (weights, EMA, moments, steps).
+expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once"
+grep_in out "step 20 of 20"
+expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/twice" --max-steps 10
+grep_in out "step 10 of 20 (stopped early"
+expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/twice"
+grep_in out "resuming"
+grep_in out "at step 10"
+if ! cmp -s "$tmp/once/tiny/checkpoint.safetensors" "$tmp/twice/tiny/checkpoint.safetensors"; then
+	echo "FAIL: the resumed checkpoint differs from the uninterrupted one"
+	failures=$((failures + 1))
+fi
+# A different run really differs (the comparison can fail).
+expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/other" -o seed=8
+if cmp -s "$tmp/once/tiny/checkpoint.safetensors" "$tmp/other/tiny/checkpoint.safetensors"; then
+	echo "FAIL: another seed made the same checkpoint"
+	failures=$((failures + 1))
+fi
+# The log: one JSON line per log_every steps, with the split of the time.
+lines=$(wc -l <"$tmp/once/tiny/log.jsonl")
+[ "$lines" -eq 4 ] || { echo "FAIL: log.jsonl has $lines lines, expected 4"; failures=$((failures + 1)); }
+for key in '"step":20' loss_by_t_quartile grad_norm '"lr"' images_per_s '"data"' '"forward"' '"backward"' '"optimiser"'; do
+	grep -q -- "$key" "$tmp/once/tiny/log.jsonl" || { echo "FAIL: $key not in log.jsonl"; failures=$((failures + 1)); }
+done
+[ -f "$tmp/once/tiny/samples-000020.png" ] || { echo "FAIL: no final grid"; failures=$((failures + 1)); }
+
+# NaN: stop, name the step and the last good checkpoint.
+expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/nan" -o objective.nan_at_step=12 \
+	-o train.checkpoint_every=5
+grep_in err "step 13: the loss is nan"
+grep_in err "the last good checkpoint is $tmp/nan/tiny/checkpoint.safetensors (step 10)"
+
+# A sampler that needs a velocity on an objective that cannot give one.
+expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/eps" -o objective.prediction=eps
+grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, but the model predicts eps"
+
+# A checkpoint of another shape names the setting.
+expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once" -o backbone.hidden=8 -o train.steps=30
+grep_in err "backbone.hidden (checkpoint 16, pipeline 8)"
+
+# Sampling from the checkpoint alone: grid, folder, raw tensors.
+ckpt="$tmp/once/tiny/checkpoint.safetensors"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --out "$tmp/grid.png"
+grep_in out "6 samples from EMA weights (step 20), sampler euler-fixture, NFE 3, guidance 2 on all channels"
+grep_in out "seed 7"
+[ -s "$tmp/grid.png" ] || { echo "FAIL: no grid.png"; failures=$((failures + 1)); }
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --count 3 --out "$tmp/each" -o sample.weights=raw
+grep_in out "3 samples from raw weights"
+[ -f "$tmp/each/000002.png" ] || { echo "FAIL: no per-sample PNGs"; failures=$((failures + 1)); }
+expect 0 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$ckpt" --count 2 --out "$tmp/x0.safetensors" \
+	-o sample.cfg_scale=1.0
+grep_in out "no guidance"
+grep -q '"x0"' "$tmp/x0.safetensors" || { echo "FAIL: x0 not in the output"; failures=$((failures + 1)); }
+expect 2 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$ckpt"
+grep_in err "--out is required"
+
+# run: train then sample into the run folder.
+expect 0 "$diffuse" run "$tmp/tiny.cfg" --runs-dir "$tmp/run"
+[ -s "$tmp/run/tiny/samples.png" ] || { echo "FAIL: run wrote no samples.png"; failures=$((failures + 1)); }
+
+[ "$failures" -eq 0 ] || exit 1
+echo "train_stages: all passed"
