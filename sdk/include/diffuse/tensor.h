@@ -159,7 +159,9 @@ df_tensor *df_groupnorm(df_graph *g, df_tensor *x, int groups, df_tensor *w, df_
 /* Convolution and resampling on (N, C, H, W). w (Cout, Cin, kh, kw). */
 df_tensor *df_conv2d(df_graph *g, df_tensor *x, df_tensor *w, df_tensor *b, int stride, int padding);
 df_tensor *df_upsample_nearest2x(df_graph *g, df_tensor *x);
-df_tensor *df_avgpool2d(df_graph *g, df_tensor *x, int kernel); /* stride = kernel */
+/* stride = kernel; output (H / kernel, W / kernel): rows and columns past
+ * the last whole window are dropped, as PyTorch's AvgPool2d does. */
+df_tensor *df_avgpool2d(df_graph *g, df_tensor *x, int kernel);
 
 /* Multi-head scaled-dot-product attention: q (N, Tq, D), k and v (N, Tk, D),
  * heads of D / heads contiguous features; softmax(q k^T / sqrt(hd)) v.
@@ -180,7 +182,10 @@ df_tensor *df_softmax(df_graph *g, df_tensor *x);
 /* Identity forward, no gradient backward (stop-gradient / detach). */
 df_tensor *df_detach(df_graph *g, df_tensor *x);
 /* Keeps each element with probability 1 - p, scaled by 1/(1 - p); the mask
- * is Philox noise keyed by (seed, stream, step, element index). */
+ * is Philox noise keyed by (seed, stream, step, element index): element i
+ * is kept when df_rng_uniform(seed, stream, step, i) < 1 - p. p = 1 gives
+ * zeros; for inference pass p = 0 (the op does not look at the graph's
+ * flags). */
 df_tensor *df_dropout(df_graph *g, df_tensor *x, float p, uint64_t seed, uint64_t stream, uint64_t step);
 
 /* Rows ids[0..n) of table (V, D) -> (n, D); ids on the host. */
