@@ -511,6 +511,33 @@ static void test_zero_at_init(void **state)
 	for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
 		assert_true(a[i] == b[i]);
 
+	/* Gradients reach the final linear first: everything before it sits
+	 * behind zero weights. */
+	df_graph *train = df_graph_create(f.ctx, 0);
+	df_params_zero_grad(params);
+	in.x = df_tensor_from_host(train, x, DF_SHAPE(2, 4, 8, 8));
+	in.t = df_tensor_from_host(train, t, DF_SHAPE(2));
+	in.hidden_block = 0;
+	assert_int_equal(vt->forward(model, train, &in, &out, &err), DF_OK);
+	assert_int_equal(df_backward(train, df_sum(train, df_mul(train, out, df_add_scalar(train, out, 1.0f))), &err),
+	                 DF_OK);
+	for (size_t i = 0; i < df_params_count(params); i++) {
+		df_tensor *p = df_params_at(params, i);
+		if (p->flags & DF_TENSOR_FROZEN)
+			continue;
+		float *grad = malloc((size_t)p->numel * sizeof(float));
+		assert_non_null(grad);
+		assert_int_equal(df_tensor_read_grad(p, grad, &err), DF_OK);
+		double norm = 0;
+		for (int64_t e = 0; e < p->numel; e++)
+			norm += fabs(grad[e]);
+		int final_linear = strncmp(p->name, "final_layer.linear.", 19) == 0;
+		if (final_linear != (norm > 0))
+			fail_msg("%s: gradient norm %g at init", p->name, norm);
+		free(grad);
+	}
+	df_graph_destroy(train);
+
 	/* The same seed gives the same weights. */
 	size_t total = (size_t)df_params_numel(params);
 	float *first = malloc(total * sizeof(float)), *second = malloc(total * sizeof(float));
