@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/process.h"
+#include "diffuse/rng.h"
+#include "diffuse/tensor.h"
 
 /* SiT's VP path: beta(t) runs from VP_BETA_MIN at data to VP_BETA_MAX at noise. */
 #define VP_BETA_MIN 0.1
@@ -587,4 +589,30 @@ int df_process_time_grid(const df_process *p, const char *spacing, int steps, do
 	}
 	free(idx);
 	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Objective helpers. */
+
+void df_process_train_draws(uint64_t seed, uint64_t step, const int64_t *index, int64_t n, int64_t dim,
+                            double *u, float *eps)
+{
+	for (int64_t i = 0; i < n; i++) {
+		uint64_t at = (uint64_t)index[i];
+		if (u)
+			u[i] = df_rng_uniform(seed, DF_STREAM_TRAIN_TIME, step, at);
+		if (eps)
+			df_rng_fill_normal(eps + i * dim, (size_t)dim, seed, DF_STREAM_TRAIN_NOISE, step, at * (uint64_t)dim);
+	}
+}
+
+df_tensor *df_per_sample_tensor(df_graph *g, const float *v, int64_t n, int ndim)
+{
+	int64_t shape[DF_MAX_DIMS];
+	if (ndim < 1 || ndim > DF_MAX_DIMS)
+		ndim = 1;
+	shape[0] = n;
+	for (int d = 1; d < ndim; d++)
+		shape[d] = 1;
+	return df_tensor_from_host(g, v, ndim, shape);
 }

@@ -194,6 +194,22 @@ double df_ddpm_learned_logvar(const df_ddpm_step *s, double v);
  *   "auto":    "ddpm" on discrete processes, "uniform" otherwise. */
 int df_process_time_grid(const df_process *p, const char *spacing, int steps, double *t, df_error *err);
 
+/* ------------------------------------------------------------------ */
+/* What objectives share. */
+
+/* Training draws for sample i of a batch, keyed by (seed, index[i], step)
+ * so they do not depend on the batch's composition: u[i] uniform in (0, 1)
+ * at index[i] on DF_STREAM_TRAIN_TIME, and eps[i * dim .. + dim) standard
+ * normals at index[i] * dim + j on DF_STREAM_TRAIN_NOISE. Either output
+ * may be NULL. */
+void df_process_train_draws(uint64_t seed, uint64_t step, const int64_t *index, int64_t n, int64_t dim,
+                            double *u, float *eps);
+
+/* Per-sample scalars v[0..n) as an (n, 1, ..., 1) tensor of ndim dims on
+ * g, which broadcasts against (n, ...) tensors; NULL (and the error on g)
+ * on failure. */
+df_tensor *df_per_sample_tensor(df_graph *g, const float *v, int64_t n, int ndim);
+
 /* Philox streams used by the process code, so no two uses collide. */
 #define DF_STREAM_TRAIN_TIME 0x74696d65u   /* objective: t per sample */
 #define DF_STREAM_TRAIN_NOISE 0x6e6f6973u  /* objective: eps per sample */
