@@ -12,6 +12,7 @@
 #include "diffuse/rng.h"
 #include "diffuse/process.h"
 #include "diffuse/sampling.h"
+#include "diffuse/eval.h"
 
 #ifdef __cplusplus
 extern "C" {
