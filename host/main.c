@@ -388,8 +388,15 @@ static int cmd_help(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *name = argv[1];
-	if (find_command(name))
-		return command_help(name);
+	if (find_command(name)) {
+		command_help(name);
+		/* train and sample are commands and pipeline sections: show both. */
+		if (df_runtime_section(name, NULL)) {
+			printf("\n");
+			help_section(name);
+		}
+		return EXIT_OK;
+	}
 	df_registry *reg = open_registry();
 	if (!reg)
 		return EXIT_RUNTIME;

@@ -106,8 +106,9 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		signal(SIGINT, on_sigint);
 		status = df_train_run(p, &o, &err);
 		signal(SIGINT, SIG_DFL);
-		if (status == DF_OK && opt.max_steps > 0)
-			sample = 0; /* stopped early on purpose: the model is not done */
+		/* Training ends with the sample section's grid (or stopped early
+		 * on purpose, when the model is not done): nothing to sample. */
+		sample = 0;
 		ran = 1;
 	}
 	if (status == DF_OK && sample && df_pipeline_has_stage(p, "sample")) {

@@ -10,12 +10,21 @@
 #include "diffuse/diffuse.h"
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TRAIN_ALLOC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TRAIN_ALLOC_ASAN 1
+#endif
+#endif
+
+static volatile long allocations;
+
+#ifndef TRAIN_ALLOC_ASAN
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 extern void *__libc_memalign(size_t align, size_t size);
-
-static volatile long allocations;
 
 void *malloc(size_t size)
 {
@@ -47,6 +56,7 @@ void *aligned_alloc(size_t align, size_t size)
 	allocations++;
 	return __libc_memalign(align, size);
 }
+#endif
 
 typedef struct counts {
 	long at_step[64];
@@ -106,7 +116,7 @@ static void test_no_allocation_per_step(void **state)
 
 int main(void)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TRAIN_ALLOC_ASAN
 	return 77; /* the sanitizer owns the allocator */
 #endif
 	const struct CMUnitTest tests[] = {

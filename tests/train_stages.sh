@@ -42,7 +42,8 @@ backbone = { plugin = "pixel-mlp"; hidden = 16; };
 objective = { plugin = "flow-fixture"; };
 sampler = { plugin = "euler-fixture"; steps = 3; };
 train = { batch = 5; lr = 1e-2; steps = 20; ema = 0.9; ema_warmup = true; warmup = 3;
-          lr_schedule = "cosine"; grad_clip = 1.0; log_every = 5; checkpoint_every = 0; };
+          lr_schedule = "cosine"; grad_clip = 1.0; log_every = 5; checkpoint_every = 0;
+          sample_every = 10; };
 sample = { count = 6; batch = 4; cfg_scale = 2.0; };
 CFG
 
@@ -70,7 +71,8 @@ lines=$(wc -l <"$tmp/once/tiny/log.jsonl")
 for key in '"step":20' loss_by_t_quartile grad_norm '"lr"' images_per_s '"data"' '"forward"' '"backward"' '"optimiser"'; do
 	grep -q -- "$key" "$tmp/once/tiny/log.jsonl" || { echo "FAIL: $key not in log.jsonl"; failures=$((failures + 1)); }
 done
-[ -f "$tmp/once/tiny/samples-000020.png" ] || { echo "FAIL: no final grid"; failures=$((failures + 1)); }
+[ -f "$tmp/once/tiny/samples-000010.png" ] || { echo "FAIL: no grid at step 10"; failures=$((failures + 1)); }
+[ -f "$tmp/once/tiny/samples.png" ] || { echo "FAIL: no final grid"; failures=$((failures + 1)); }
 
 # NaN: stop, name the step and the last good checkpoint.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/nan" -o objective.nan_at_step=12 \
@@ -85,6 +87,25 @@ grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, 
 # A checkpoint of another shape names the setting.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once" -o backbone.hidden=8 -o train.steps=30
 grep_in err "backbone.hidden (checkpoint 16, pipeline 8)"
+
+expect 1 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$tmp/once/tiny/checkpoint.safetensors" --out "$tmp/g.png" \
+	-o backbone.hidden=32
+grep_in err "backbone.hidden (checkpoint 16, pipeline 32)"
+
+# Ctrl-C: the step finishes, a checkpoint is saved, the exit status is 3.
+"$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/int" -o train.steps=100000000 >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	grep -q "training tiny" "$tmp/out" 2>/dev/null && break
+	sleep 0.5
+done
+sleep 0.5
+kill -INT "$pid"
+wait "$pid"
+got=$?
+[ "$got" -eq 3 ] || { echo "FAIL: exit $got after SIGINT, expected 3"; cat "$tmp/err"; failures=$((failures + 1)); }
+grep_in err "interrupted at step"
+[ -s "$tmp/int/tiny/checkpoint.safetensors" ] || { echo "FAIL: no checkpoint after SIGINT"; failures=$((failures + 1)); }
 
 # Sampling from the checkpoint alone: grid, folder, raw tensors.
 ckpt="$tmp/once/tiny/checkpoint.safetensors"

@@ -203,6 +203,28 @@ static int check_set(dfr_model *m, const df_safetensors *st, const char *path, i
 	return 0;
 }
 
+/* Every tensor of the file must belong to the model (a deeper model's
+ * extra blocks, say). */
+static int check_extra(dfr_model *m, const df_safetensors *st, const char *path, const char *ckpt_text,
+                       df_error *err)
+{
+	for (size_t i = 0; i < df_safetensors_count(st); i++) {
+		const char *name = df_safetensors_tensor_at(st, i)->name;
+		const char *base = name;
+		for (int set = SET_COUNT - 1; set > SET_RAW; set--)
+			if (strncmp(name, set_prefixes[set], strlen(set_prefixes[set])) == 0) {
+				base = name + strlen(set_prefixes[set]);
+				break;
+			}
+		if (!df_params_find(m->params, base)) {
+			char what[600];
+			snprintf(what, sizeof what, "%s is not a parameter of this model", name);
+			return misfit(m, path, ckpt_text, what, err);
+		}
+	}
+	return DF_OK;
+}
+
 static int read_set(dfr_model *m, const df_safetensors *st, const char *path, int set, float *dst, df_error *err)
 {
 	size_t count = df_params_count(m->params);
@@ -243,6 +265,8 @@ int dfr_checkpoint_load(dfr_model *m, const char *path, int with_state, df_error
 			rc = r;
 		absent[set] = r == 1;
 	}
+	if (!rc)
+		rc = check_extra(m, st, path, text, err);
 	if (rc)
 		goto done;
 	rc = read_set(m, st, path, SET_RAW, df_params_block(m->params, DF_PARAMS_VALUES), err);

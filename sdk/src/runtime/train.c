@@ -276,13 +276,17 @@ static int save(trainer *tr, df_error *err)
 	return rc;
 }
 
-static int grid(trainer *tr, df_error *err)
+/* A grid of EMA samples: samples-<step>.png along the way; at the end the
+ * sample section's grid, so `diffuse run` need not sample it again. */
+static int grid(trainer *tr, int final, df_error *err)
 {
-	if (!tr->m.sampler)
+	const df_pipeline_section *sec = df_pipeline_get(tr->m.pipeline, "sample");
+	const char *final_name = sec ? ((const df_sample_settings *)sec->values)->grid : "samples.png";
+	if (!tr->m.sampler || (final && !*final_name))
 		return DF_OK;
 	char name[64], path[4096], summary[512];
 	snprintf(name, sizeof name, "samples-%06" PRId64 ".png", tr->m.step);
-	dfr_join(path, sizeof path, tr->o->run_dir, name);
+	dfr_join(path, sizeof path, tr->o->run_dir, final ? final_name : name);
 	int rc = dfr_write_class_grid(&tr->m, tr->m.ema ? DF_WEIGHTS_EMA : DF_WEIGHTS_RAW, path, summary, sizeof summary,
 	                              err);
 	if (!rc)
@@ -392,7 +396,7 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 		if (ts->checkpoint_every > 0 && tr.m.step % ts->checkpoint_every == 0 && tr.m.step < ts->steps)
 			rc = save(&tr, err);
 		if (!rc && ts->sample_every > 0 && tr.m.step % ts->sample_every == 0 && tr.m.step < ts->steps)
-			rc = grid(&tr, err);
+			rc = grid(&tr, 0, err);
 	}
 	int interrupted = !rc && tr.m.step < ts->steps;
 	if (!rc && (done > 0 || tr.saved_step < 0)) {
@@ -401,8 +405,8 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 			say(&tr, "%s: step %" PRId64 " of %" PRId64 "%s", tr.checkpoint, tr.m.step, ts->steps,
 			    interrupted ? " (stopped early; run again to resume)" : "");
 	}
-	if (!rc && !interrupted && done > 0)
-		rc = grid(&tr, err);
+	if (!rc && !interrupted)
+		rc = grid(&tr, 1, err);
 	if (!rc && o->stop && *o->stop && interrupted)
 		rc = df_error_set(err, DF_EINTR, "interrupted at step %" PRId64 "; %s saved, run again to resume",
 		                  tr.m.step, tr.checkpoint);
