@@ -78,14 +78,28 @@ static int take_eval_options(int *argc, char **argv, eval_options *o)
 	return EXIT_OK;
 }
 
+/* Every name of the list is a loaded metric (else a usage error). */
+static int metrics_known(const df_registry *reg, const char *list)
+{
+	char *names = strdup(list ? list : DF_EVAL_DEFAULT_METRICS), *save = NULL;
+	int known = names != NULL;
+	for (char *name = names ? strtok_r(names, ",", &save) : NULL; name; name = strtok_r(NULL, ",", &save))
+		if (!df_registry_find(reg, DF_KIND_METRIC, name)) {
+			fprintf(stderr, "diffuse eval: no metric named \"%s\" (`diffuse plugins` lists them)\n", name);
+			known = 0;
+		}
+	free(names);
+	return known;
+}
+
 static void print_table(FILE *out, const df_eval_result *r)
 {
-	fprintf(out, "%-14s %-12s %12s\n", "metric", "figure", "value");
+	fprintf(out, "%-12s %-15s %12s\n", "metric", "figure", "value");
 	for (int i = 0; i < r->count; i++)
-		fprintf(out, "%-14s %-12s %12.4f\n", r->values[i].metric, r->values[i].name, r->values[i].value);
+		fprintf(out, "%-12s %-15s %12.4f\n", r->values[i].metric, r->values[i].name, r->values[i].value);
 	if (r->have_reference) {
-		fprintf(out, "%-14s %-12s %12.4f   FD(test, train): the best reachable\n", "fd", "floor", r->fd_floor);
-		fprintf(out, "%-14s %-12s %12.4f   FD(noise, test)\n", "fd", "ceiling", r->fd_ceiling);
+		fprintf(out, "%-12s %-15s %12.4f   FD(test, train): the best reachable\n", "fd", "floor", r->fd_floor);
+		fprintf(out, "%-12s %-15s %12.4f   FD(noise, test)\n", "fd", "ceiling", r->fd_ceiling);
 	}
 	fprintf(out, "%" PRId64 " generated against %" PRId64 " test images; %s\n", r->generated, r->real, r->made_by);
 }
@@ -114,8 +128,16 @@ int cmd_eval(int argc, char **argv)
 	eval_options eo = {0};
 	int code = take_eval_options(&argc, argv, &eo);
 	pipeline_args a;
-	if (code == EXIT_OK && eo.checkpoint && argc == 1) {
-		/* no PIPELINE: the checkpoint holds it */
+	int positional = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--override") == 0)
+			i++;
+		else if (argv[i][0] != '-')
+			positional = 1;
+	}
+	if (code == EXIT_OK && eo.checkpoint && !positional) {
+		/* no PIPELINE: the checkpoint holds it (argv had room for the
+		 * options taken out of it) */
 		argv[argc++] = (char *)eo.checkpoint;
 	}
 	if (code == EXIT_OK)
@@ -132,6 +154,8 @@ int cmd_eval(int argc, char **argv)
 	df_pipeline *p = NULL;
 	if (code == EXIT_OK)
 		code = load_pipeline(&a, &reg, &p);
+	if (code == EXIT_OK && !metrics_known(reg, eo.metrics))
+		code = EXIT_USAGE;
 	if (code == EXIT_OK) {
 		char *copy = strdup(eo.checkpoint);
 		const char *run_dir = copy ? dirname(copy) : ".";
