@@ -101,7 +101,8 @@ static void print_table(FILE *out, const df_eval_result *r)
 		fprintf(out, "%-12s %-15s %12.4f   FD(test, train): the best reachable\n", "fd", "floor", r->fd_floor);
 		fprintf(out, "%-12s %-15s %12.4f   FD(noise, test)\n", "fd", "ceiling", r->fd_ceiling);
 	}
-	fprintf(out, "%" PRId64 " generated against %" PRId64 " test images; %s\n", r->generated, r->real, r->made_by);
+	fprintf(out, "%" PRId64 " generated against %" PRId64 " test images%s; %s\n", r->generated, r->real,
+	        r->reference_cached ? " (their fd statistics cached in the run folder)" : "", r->made_by);
 }
 
 static void print_json(const char *run_dir, const char *checkpoint, const df_eval_result *r)

@@ -49,6 +49,13 @@ grep_in out '"command":"eval"'
 grep_in out '"fd":'
 grep_in out '"made_by":"20 samples from EMA weights'
 grep_in err "precision"
+# The fd statistics of the test images are cached in the run folder and
+# reused by the next evaluation of the same size.
+test -f "$tmp/runs/quickstart/reference-fd-test-20.safetensors" || { echo "FAIL: no cached statistics"; failures=$((failures + 1)); }
+# shellcheck disable=SC2086
+expect 0 "$diffuse" eval "$pipeline" $tiny --checkpoint "$ckpt" --count 20 --metrics fd --no-reference
+grep_in out "come from the run folder"
+grep_in out "fd statistics cached"
 
 # The sweep example, at a test's size: three runs and their table.
 expect 0 env DIFFUSE="$diffuse" RUNS="$tmp/sweep" COUNT=20 STEPS=2 EXTRA="$tiny" \

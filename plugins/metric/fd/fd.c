@@ -2,8 +2,10 @@
  * features of the real and the generated images (FID's formula; with the
  * default fmnist-net features it is FD-FMNIST). */
 #include "config.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "diffuse/eval.h"
 #include "extractor.h"
 #include "gaussian.h"
 
@@ -19,6 +21,7 @@ static const df_setting fd_settings_decl[] = {
 
 typedef struct fd_metric {
 	dff_extractor *fx;
+	char tag[4200]; /* the features and their weights, for cached statistics */
 	dff_moments sets[2]; /* generated, real */
 	float *features;
 	int64_t capacity;
@@ -41,9 +44,12 @@ static int fd_create(const void *settings, df_ctx *ctx, df_shape3 image, void **
 	fd_metric *m = calloc(1, sizeof *m);
 	if (!m)
 		return df_error_set(err, DF_ENOMEM, "out of memory");
+	const fd_settings *s = settings;
+	snprintf(m->tag, sizeof m->tag, "%s %s %dx%dx%d", s->features, s->weights && *s->weights ? s->weights : "shipped",
+	         image.channels, image.height, image.width);
 	int rc = dff_create(&m->fx, settings, ctx, image, err);
-	for (int s = 0; s < 2 && !rc; s++)
-		rc = dff_moments_init(&m->sets[s], dff_dim(m->fx), err);
+	for (int set = 0; set < 2 && !rc; set++)
+		rc = dff_moments_init(&m->sets[set], dff_dim(m->fx), err);
 	if (rc) {
 		fd_destroy(m);
 		return rc;
@@ -92,8 +98,45 @@ static int fd_result(void *self, df_metric_value *values, int max, df_error *err
 	return 1;
 }
 
+static int fd_save_real(void *self, const char *path, df_error *err)
+{
+	fd_metric *m = self;
+	return dff_moments_save(&m->sets[1], path, m->tag, err);
+}
+
+static int fd_load_real(void *self, const char *path, df_error *err)
+{
+	fd_metric *m = self;
+	dff_moments loaded;
+	int rc = dff_moments_init(&loaded, m->sets[1].dim, err);
+	if (!rc)
+		rc = dff_moments_load(&loaded, path, m->tag, err);
+	if (rc) {
+		dff_moments_free(&loaded);
+		return rc;
+	}
+	dff_moments_free(&m->sets[1]);
+	m->sets[1] = loaded;
+	return DF_OK;
+}
+
+static int64_t fd_real_count(void *self)
+{
+	return ((fd_metric *)self)->sets[1].count;
+}
+
+static const df_metric_reference_stats fd_reference = {
+	sizeof(df_metric_reference_stats), fd_save_real, fd_load_real, fd_real_count,
+};
+
+static void *fd_extension(void *self, const char *name)
+{
+	(void)self;
+	return name && strcmp(name, DF_METRIC_REFERENCE_STATS) == 0 ? (void *)&fd_reference : NULL;
+}
+
 static const df_metric_vtable fd_vtable = {
-	sizeof(df_metric_vtable), fd_create, fd_destroy, fd_update, fd_result, NULL,
+	sizeof(df_metric_vtable), fd_create, fd_destroy, fd_update, fd_result, fd_extension,
 };
 
 static const df_component fd_component = {

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "diffuse/io.h"
 #include "gaussian.h"
 
 /* LAPACK's symmetric eigensolver (Fortran interface; the trailing lengths
@@ -80,6 +81,51 @@ int dff_moments_get(const dff_moments *m, double *mean, double *cov, df_error *e
 			cov[j * d + i] = c;
 		}
 	return DF_OK;
+}
+
+int dff_moments_save(const dff_moments *m, const char *path, const char *tag, df_error *err)
+{
+	const int64_t one = 1, dim = m->dim, count = m->count;
+	const df_safetensors_entry entries[] = {
+		{"count", DF_ST_I64, 1, &one, &count},
+		{"shift", DF_ST_F64, 1, &dim, m->shift},
+		{"sum", DF_ST_F64, 1, &dim, m->sum},
+		{"outer", DF_ST_F64, 2, (const int64_t[]){dim, dim}, m->outer},
+	};
+	const df_safetensors_meta meta[] = {{"features", tag}};
+	return df_safetensors_write(path, entries, 4, meta, 1, err) ? DF_EIO : DF_OK;
+}
+
+/* A float64 tensor of exactly n values, copied out of the file. */
+static int read_f64(const df_safetensors *st, const char *name, size_t n, double *dst)
+{
+	const df_safetensors_tensor *t = df_safetensors_find(st, name);
+	if (!t || t->dtype != DF_ST_F64 || t->nelem != n)
+		return -1;
+	memcpy(dst, t->data, n * sizeof *dst);
+	return 0;
+}
+
+int dff_moments_load(dff_moments *m, const char *path, const char *tag, df_error *err)
+{
+	df_safetensors *st = NULL;
+	if (df_safetensors_open(&st, path, err) != 0)
+		return DF_EIO;
+	const char *made = df_safetensors_metadata(st, "features");
+	const df_safetensors_tensor *count = df_safetensors_find(st, "count");
+	const size_t d = (size_t)m->dim;
+	int64_t n = 0;
+	int rc = DF_OK;
+	if (!made || strcmp(made, tag) != 0)
+		rc = df_error_set(err, DF_EINVAL, "%s: statistics of features %s, not %s", path, made ? made : "(unknown)", tag);
+	else if (!count || count->nelem != 1 || df_safetensors_read_i64(st, count, &n, 1, err) != 0 ||
+	         read_f64(st, "shift", d, m->shift) || read_f64(st, "sum", d, m->sum) ||
+	         read_f64(st, "outer", d * d, m->outer))
+		rc = df_error_set(err, DF_EINVAL, "%s: not statistics of %d features", path, m->dim);
+	else
+		m->count = n;
+	df_safetensors_close(st);
+	return rc;
 }
 
 /* Eigenvalues (ascending) of the symmetric a (d, d), overwritten by the

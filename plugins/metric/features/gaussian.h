@@ -23,6 +23,12 @@ int dff_moments_add(dff_moments *m, const float *x, int64_t n, df_error *err);
 /* mean (dim) and the unbiased covariance (dim, dim), full; needs count >= 2. */
 int dff_moments_get(const dff_moments *m, double *mean, double *cov, df_error *err);
 
+/* The accumulated state as a safetensors file (count, shift, sum, outer in
+ * double) tagged with `tag` (what made the features), and back: loading
+ * refuses a file of another dimension or tag. */
+int dff_moments_save(const dff_moments *m, const char *path, const char *tag, df_error *err);
+int dff_moments_load(dff_moments *m, const char *path, const char *tag, df_error *err);
+
 /* || mu1 - mu2 ||^2 + tr(S1) + tr(S2) - 2 tr((S1^1/2 S2 S1^1/2)^1/2), the
  * square roots through LAPACK's symmetric eigensolver (dsyevd); negative
  * eigenvalues of round-off are taken as 0. */

@@ -41,12 +41,27 @@ typedef struct df_eval_result {
 	double fd_floor;      /* FD(test, train) */
 	double fd_ceiling;    /* FD(test, noise) */
 	int64_t generated, real;
+	int reference_cached; /* the fd statistics of the test images came from the run folder */
 	char made_by[512];    /* weights, sampler, NFE, guidance, seed of the samples */
 	char samples[4096];   /* the samples file (x0, y) in the run folder */
 } df_eval_result;
 
 /* Evaluates p's checkpoint into res, and appends {"eval": ...} to
  * options->run_dir/log.jsonl. reg must hold the metric components. */
+/* Optional interface of a metric, reached through its extension slot
+ * under this name: the statistics of its real images saved and loaded, so
+ * repeated evaluations in one run folder reuse them (the fd metric has
+ * it). load returns non-zero, and leaves the metric as it was, for a file
+ * made with other features. */
+#define DF_METRIC_REFERENCE_STATS "reference-stats"
+typedef struct df_metric_reference_stats {
+	size_t struct_size;
+	int (*save)(void *self, const char *path, df_error *err);
+	int (*load)(void *self, const char *path, df_error *err);
+	/* real images the statistics hold */
+	int64_t (*count)(void *self);
+} df_metric_reference_stats;
+
 int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *req, const df_stage_options *options,
                 df_eval_result *res, df_error *err);
 

@@ -19,6 +19,8 @@ typedef struct metric_slot {
 	const df_component *component;
 	const df_metric_vtable *vtable;
 	void *settings, *self;
+	const df_metric_reference_stats *stats; /* NULL: the metric cannot cache its real statistics */
+	int real_cached;                        /* its real statistics came from the cache */
 } metric_slot;
 
 typedef struct evaluator {
@@ -66,7 +68,13 @@ static int metric_open(evaluator *ev, metric_slot *m, const char *name, df_error
 	int rc = m->component->settings ? df_settings_defaults(m->component->settings, m->settings, err) : DF_OK;
 	if (!rc)
 		rc = m->vtable->create(m->settings, ev->ctx, ev->image, &m->self, err);
-	return rc ? df_error_prefix(err, rc, "metric %s", name) : DF_OK;
+	if (rc)
+		return df_error_prefix(err, rc, "metric %s", name);
+	const df_metric_reference_stats *stats =
+	    m->vtable->extension ? m->vtable->extension(m->self, DF_METRIC_REFERENCE_STATS) : NULL;
+	if (stats && stats->struct_size >= sizeof *stats && stats->save && stats->load && stats->count)
+		m->stats = stats;
+	return DF_OK;
 }
 
 static void metric_close(metric_slot *m)
@@ -81,7 +89,7 @@ static void metric_close(metric_slot *m)
 
 static int metric_feed(metric_slot *m, int real, const float *images, const int32_t *labels, int64_t n, df_error *err)
 {
-	if (!m->self)
+	if (!m->self || (real && m->real_cached))
 		return DF_OK;
 	int rc = m->vtable->update(m->self, real, images, labels, n, err);
 	return rc ? df_error_prefix(err, rc, "metric %s", m->component->name) : DF_OK;
@@ -340,6 +348,46 @@ static void append_log(const evaluator *ev, const df_eval_request *req, const df
 	fclose(log);
 }
 
+/* The run folder's cached statistics of `n` test images, per metric
+ * component: a metric that has them skips the test images. */
+static void cache_path(const evaluator *ev, const metric_slot *m, int64_t n, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/reference-%s-test-%" PRId64 ".safetensors",
+	         ev->o && ev->o->run_dir ? ev->o->run_dir : ".", m->component->name, n);
+}
+
+static void load_cached(evaluator *ev, metric_slot *const *slots, int n_slots, int64_t n)
+{
+	for (int s = 0; s < n_slots; s++) {
+		char path[4200];
+		df_error ignored;
+		if (!slots[s]->stats)
+			continue;
+		cache_path(ev, slots[s], n, path, sizeof path);
+		FILE *f = fopen(path, "rb");
+		if (!f)
+			continue;
+		fclose(f);
+		slots[s]->real_cached = slots[s]->stats->load(slots[s]->self, path, &ignored) == 0;
+		if (!slots[s]->real_cached)
+			say(ev, "note: %s: %s; computing them again", path, ignored.msg);
+	}
+}
+
+static void save_cached(evaluator *ev, metric_slot *const *slots, int n_slots, int64_t n)
+{
+	for (int s = 0; s < n_slots; s++) {
+		char path[4200];
+		df_error err;
+		if (!slots[s]->stats || slots[s]->real_cached || slots[s]->stats->count(slots[s]->self) != n)
+			continue;
+		cache_path(ev, slots[s], n, path, sizeof path);
+		if (slots[s]->stats->save(slots[s]->self, path, &err) != 0)
+			say(ev, "note: the test statistics were not cached: %s", err.msg);
+		return; /* one file per component: the others hold the same */
+	}
+}
+
 int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *req, const df_stage_options *o,
                 df_eval_result *res, df_error *err)
 {
@@ -373,7 +421,7 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 			                 ev.labels ? ev.labels + start : NULL, b, err);
 		}
 	if (!rc) {
-		metric_slot *slots[18];
+		metric_slot *slots[18] = {0};
 		int n = 0;
 		for (int m = 0; m < ev.n_metrics; m++)
 			slots[n++] = &ev.metrics[m];
@@ -381,8 +429,22 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 			slots[n++] = &ev.floor;
 			slots[n++] = &ev.ceiling;
 		}
-		say(&ev, "eval: streaming %" PRId64 " test images", count);
-		rc = stream_split(&ev, "test", count, 1, slots, n, &res->real, err);
+		int64_t n_real = count < info.count ? count : info.count;
+		load_cached(&ev, slots, n, n_real);
+		int all_cached = n > 0;
+		for (int s = 0; s < n; s++) {
+			all_cached &= slots[s]->real_cached;
+			res->reference_cached |= slots[s]->real_cached;
+		}
+		if (all_cached) {
+			say(&ev, "eval: the statistics of %" PRId64 " test images come from the run folder", n_real);
+			res->real = n_real;
+		} else {
+			say(&ev, "eval: streaming %" PRId64 " test images", n_real);
+			rc = stream_split(&ev, "test", n_real, 1, slots, n, &res->real, err);
+			if (!rc)
+				save_cached(&ev, slots, n, n_real);
+		}
 	}
 	if (!rc && reference) {
 		say(&ev, "eval: floor and ceiling (training images, noise)");
