@@ -62,7 +62,7 @@ static const df_backbone_vtable fmnist_net_vtable = {
 
 const df_component fmnist_net_component = {
 	sizeof(df_component), DF_KIND_BACKBONE, "fmnist-net",
-	"Fashion-MNIST classifier (4 conv, 2 linear); logits (N, 10); its penultimate layer is the FD-FMNIST feature space",
+	"Fashion-MNIST classifier (3 conv + GroupNorm, 2 linear); logits (N, 10); its penultimate layer is the FD-FMNIST feature space",
 	NULL, 0, &fmnist_net_vtable,
 };
 

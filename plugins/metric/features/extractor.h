@@ -26,7 +26,7 @@ extern const char *const dff_feature_names[];
 
 #define DFF_SETTINGS(S)                                                                                     \
 	DF_SETTING_CHOICE(S, features, "fmnist-net", dff_feature_names,                                    \
-	                  "feature network: fmnist-net (shipped), inception (FID's, bring weights), pixels"), \
+	                  "feature network: fmnist-net (shipped), pixels, inception (FID's; not in this build yet)"), \
 	DF_SETTING_STRING(S, weights, "",                                                                  \
 	                  "weights of the feature network (safetensors); \"\": the shipped fmnist-net file")
 
