@@ -82,8 +82,13 @@ static void use_build_tree_plugins(void)
 	char build_host[PATH_MAX];
 	snprintf(build_host, sizeof build_host, "%s/host/.libs", DF_BUILD_DIR);
 	char real_build_host[PATH_MAX];
-	if (realpath(build_host, real_build_host) && strcmp(exe, real_build_host) == 0)
+	if (realpath(build_host, real_build_host) && strcmp(exe, real_build_host) == 0) {
 		setenv("DIFFUSE_PLUGIN_SYSTEM_PATH", DF_BUILD_PLUGIN_PATH, 1);
+#ifdef DF_BUILD_DATA_DIR
+		/* and the source tree's data (the metrics' feature weights) */
+		setenv("DIFFUSE_DATA_DIR", DF_BUILD_DATA_DIR, 0);
+#endif
+	}
 #endif
 }
 
