@@ -44,11 +44,12 @@ int cmd_forward(int argc, char **argv);
 	 "bit. --max-steps N stops (and saves) after N steps of this call. Ctrl-C finishes the\n"         \
 	 "step, saves and exits with status 3.",                                                          \
 	 cmd_train},                                                                                      \
-	{"sample", "[PIPELINE] (--checkpoint F | --weights W.safetensors) [--count N] [--noise N.safetensors] --out OUT", \
+	{"sample", "[PIPELINE] [--checkpoint F | --weights W.safetensors] [--count N] [--noise N.safetensors] --out OUT", \
 	 "Generates samples with the pipeline's sampler and the sample section's guidance. OUT is\n"     \
 	 "a .png grid (one row per class), a folder (one PNG per sample) or a .safetensors file\n"      \
 	 "(x0 and y). --checkpoint needs no PIPELINE: the checkpoint holds it. --weights takes\n"         \
-	 "plain weights under the official names. --noise takes x (N, C, H, W) and y (N) from a\n"      \
+	 "plain weights under the official names; with neither, RUNS_DIR/<name>/checkpoint.safetensors\n" \
+	 "is used (--runs-dir DIR, default runs). --noise takes x (N, C, H, W) and y (N) from a\n"      \
 	 "file instead of drawing them. Also -o SECTION.KEY=VALUE.",                                      \
 	 cmd_sample},
 

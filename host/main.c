@@ -222,6 +222,11 @@ int with_pipeline(int argc, char **argv, int with_runs_dir,
 
 static int check_body(const pipeline_args *a, const df_pipeline *p)
 {
+	df_error err;
+	if (df_pipeline_check_sampler(p, &err) != DF_OK) {
+		fprintf(stderr, "%s\n", err.msg);
+		return EXIT_USAGE;
+	}
 	printf("%s: ok (run \"%s\"", a->file, df_pipeline_top(p)->name);
 	for (size_t i = 0; i < df_pipeline_section_count(p); i++) {
 		const df_pipeline_section *sec = df_pipeline_section_at(p, i);

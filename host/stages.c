@@ -230,7 +230,10 @@ static int sample_body(const pipeline_args *a, const df_pipeline *p)
 		.noise = opt.noise,
 		.out = opt.out,
 	};
-	df_stage_options o = stage_options(".");
+	/* Without --checkpoint or --weights: the run folder's checkpoint. */
+	char run_dir[4096];
+	snprintf(run_dir, sizeof run_dir, "%s/%s", a->runs_dir, df_pipeline_top(p)->name);
+	df_stage_options o = stage_options(run_dir);
 	df_error err;
 	int status = df_sample_run(p, &req, &o, &err);
 	return status ? report_failure("sample", status, &err) : EXIT_OK;
@@ -247,13 +250,13 @@ static int with_checkpoint_as_pipeline(int argc, char **argv, int (*body)(const 
 			positional = 1;
 	}
 	if (positional || !opt.checkpoint)
-		return with_pipeline(argc, argv, 0, body);
+		return with_pipeline(argc, argv, 1, body);
 	char **args = calloc((size_t)argc + 2, sizeof *args);
 	if (!args)
 		return EXIT_RUNTIME;
 	memcpy(args, argv, (size_t)argc * sizeof *args);
 	args[argc] = (char *)opt.checkpoint;
-	int code = with_pipeline(argc + 1, args, 0, body);
+	int code = with_pipeline(argc + 1, args, 1, body);
 	free(args);
 	return code;
 }

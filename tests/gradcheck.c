@@ -120,7 +120,8 @@ int gc_check(df_ctx *ctx, const struct gc_case *c, uint64_t seed)
 	for (int i = 0; i < c->n_inputs; i++) {
 		if (c->in[i].no_grad)
 			continue;
-		int64_t n = in[i]->numel, probes = n < GC_MAX_PROBES ? n : GC_MAX_PROBES;
+		int64_t most = c->probes > 0 ? c->probes : GC_MAX_PROBES;
+		int64_t n = in[i]->numel, probes = n < most ? n : most;
 		grad = malloc((size_t)n * sizeof(float));
 		numeric = malloc((size_t)probes * sizeof(double));
 		probe_grad = malloc((size_t)probes * sizeof(float));

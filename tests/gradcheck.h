@@ -39,6 +39,7 @@ struct gc_case {
 	double tol;  /* relative tolerance; 0: 1e-2 */
 	double step; /* central-difference step; 0: 1e-2 */
 	gc_naive_fn naive; /* optional: the forward reference */
+	int probes;        /* elements perturbed per input (evenly spread); 0: 256 */
 };
 
 /* Input shorthand: GC_IN(2, 3, 4) is a (2, 3, 4) input in [-1, 1]. */

@@ -89,7 +89,7 @@ char *harness_tmpdir(void)
 {
 	const char *base = getenv("TMPDIR");
 	char *dir;
-	assert_true(asprintf(&dir, "%s/diffuse-test-XXXXXX", base && *base ? base : "/tmp") > 0);
+	assert_true(asprintf(&dir, "%s/diffuse-test-XXXXXX", base && *base ? base : ".") > 0);
 	assert_non_null(mkdtemp(dir));
 	return dir;
 }

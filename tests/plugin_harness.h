@@ -28,7 +28,8 @@ const df_dataset_vtable *harness_dataset(const char *name);
  * status, and on failure checks that *ds is NULL. */
 int harness_dataset_open(const char *name, void **ds, df_error *err, ...);
 
-/* A fresh directory under $TMPDIR (or /tmp) and its removal with its files. */
+/* A fresh directory under $TMPDIR (or the current, build, directory) and
+ * its removal with everything in it, folders included. */
 char *harness_tmpdir(void);
 void harness_rmtree(char *dir);
 

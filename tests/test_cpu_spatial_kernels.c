@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <cblas.h>
 
 #include "diffuse/rng.h"
 #include "backends/cpu/spatial_kernels.h"
@@ -20,12 +21,11 @@
 static const df_backend be_ = {.name = "cpu", .threads = 2};
 static const df_backend *const be = &be_;
 
-/* conv.c sets OpenBLAS's thread count through the backend; the test links
- * the kernels alone. */
-void dfi_cpu_blas_threads(int threads);
-void dfi_cpu_blas_threads(int threads)
+/* conv.c sets OpenBLAS to one thread through the backend (cpu.c); the test
+ * links the kernels alone. */
+void dfi_cpu_blas_single_thread(void)
 {
-	(void)threads;
+	openblas_set_num_threads(1);
 }
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -183,6 +183,29 @@ static void test_groupnorm(void **state)
 	groupnorm_case(1, 3, 1, 3, 1);  /* a single element per group: xhat = 0 */
 }
 
+/* A small spread far from zero (values 100 +- 0.01, many blocks of the
+ * vector sums): the statistics must not cancel. */
+static void test_groupnorm_offset(void **state)
+{
+	(void)state;
+	const int64_t c = 2, sp = 3001, total = c * sp;
+	float *x = rand_array(total, 99.99f, 100.01f), *out = zero_array(total);
+	float mean[1], rstd[1];
+	double *want = malloc((size_t)total * sizeof(double));
+	dfi_cpu_groupnorm_forward(be, out, mean, rstd, x, NULL, NULL, 1, c, sp, 1, 1e-5f);
+	double mu = 0, var = 0;
+	for (int64_t i = 0; i < total; i++)
+		mu += x[i];
+	mu /= (double)total;
+	for (int64_t i = 0; i < total; i++)
+		var += (x[i] - mu) * (x[i] - mu);
+	var /= (double)total;
+	for (int64_t i = 0; i < total; i++)
+		want[i] = (x[i] - mu) / sqrt(var + 1e-5);
+	expect_close("groupnorm far from zero", out, want, total, 2e-3, 0.0);
+	free(x); free(out); free(want);
+}
+
 /* ---- conv2d ------------------------------------------------------------ */
 
 static void conv_output_size(struct df_conv2d_shape *s)
@@ -261,6 +284,40 @@ static void test_conv2d(void **state)
 	conv_case(1, 3, 6, 6, 2, 1, 1, 2, 0, 1);  /* strided 1x1: goes through im2col */
 	conv_case(3, 2, 5, 4, 3, 3, 3, 1, 1, 1);  /* 3 images on 2 threads: one by one */
 	conv_case(4, 2, 5, 4, 3, 3, 3, 1, 1, 0);  /* 4 images: the batch split over threads */
+	conv_case(2, 1, 9, 7, 2, 3, 3, 1, 1, 1);  /* "same" rows in tiles of 3 output rows */
+	conv_case(1, 1, 8, 3, 2, 5, 5, 1, 2, 1);  /* 5x5 "same" in tiles of 2 output rows */
+}
+
+/* A batch split over two threads and one thread give the same floats
+ * here (the test's GEMM blocks coincide); the op tests allow rounding for
+ * other splits. */
+static void test_conv2d_thread_count_invariant(void **state)
+{
+	(void)state;
+	static const df_backend one_thread = {.name = "cpu", .threads = 1};
+	struct df_conv2d_shape s = { .n = 4, .cin = 3, .h = 9, .w = 7, .cout = 5, .kh = 3, .kw = 3,
+				     .stride = 1, .pad = 1 };
+	conv_output_size(&s);
+	const int64_t xn = s.n * s.cin * s.h * s.w, wn = s.cout * s.cin * 9, on = s.n * s.cout * s.ho * s.wo;
+	float *x = rand_array(xn, -1.0f, 1.0f), *w = rand_array(wn, -1.0f, 1.0f), *b = rand_array(s.cout, -1, 1);
+	float *dout = rand_array(on, -1.0f, 1.0f);
+	float *out[2], *dx[2], *dw[2], *db[2];
+	const df_backend *backends[2] = { be, &one_thread };
+	for (int i = 0; i < 2; i++) {
+		float *ws = zero_array((int64_t)(dfi_cpu_conv2d_workspace(backends[i], &s) / sizeof(float)));
+		out[i] = zero_array(on), dx[i] = zero_array(xn), dw[i] = zero_array(wn), db[i] = zero_array(s.cout);
+		dfi_cpu_conv2d_forward(backends[i], &s, out[i], x, w, b, ws);
+		dfi_cpu_conv2d_backward(backends[i], &s, dx[i], dw[i], db[i], dout, x, w, ws);
+		free(ws);
+	}
+	assert_memory_equal(out[0], out[1], (size_t)on * sizeof(float));
+	assert_memory_equal(dx[0], dx[1], (size_t)xn * sizeof(float));
+	assert_memory_equal(dw[0], dw[1], (size_t)wn * sizeof(float));
+	assert_memory_equal(db[0], db[1], (size_t)s.cout * sizeof(float));
+	for (int i = 0; i < 2; i++) {
+		free(out[i]); free(dx[i]); free(dw[i]); free(db[i]);
+	}
+	free(x); free(w); free(b); free(dout);
 }
 
 static void test_conv2d_workspace_is_bounded(void **state)
@@ -268,7 +325,7 @@ static void test_conv2d_workspace_is_bounded(void **state)
 	(void)state;
 	/* A 512x512, 128-channel 3x3 layer: the full im2col would be 1152 x
 	 * 262144 floats; a tile is whole output rows within the budget, at
-	 * least one. */
+	 * least one, whatever the batch. */
 	struct df_conv2d_shape s = { .n = 1, .cin = 128, .h = 512, .w = 512, .cout = 128,
 				     .kh = 3, .kw = 3, .stride = 1, .pad = 1 };
 	conv_output_size(&s);
@@ -276,9 +333,7 @@ static void test_conv2d_workspace_is_bounded(void **state)
 	int64_t want = DFI_CPU_CONV2D_TILE_FLOATS / row * row;
 	if (want < row)
 		want = row;
-	assert_int_equal(dfi_cpu_conv2d_workspace(be, &s), (size_t)want * sizeof(float));
-	/* A batch split over the two threads: a tile each. */
-	s.n = 4;
+	/* A tile for each of the backend's two threads. */
 	assert_int_equal(dfi_cpu_conv2d_workspace(be, &s), 2 * (size_t)want * sizeof(float));
 	/* 1x1 convolutions need none. */
 	struct df_conv2d_shape pointwise = { .n = 2, .cin = 64, .h = 9, .w = 9, .cout = 8,
@@ -761,8 +816,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_groupnorm),
+		cmocka_unit_test(test_groupnorm_offset),
 		cmocka_unit_test(test_conv2d),
 		cmocka_unit_test(test_conv2d_workspace_is_bounded),
+		cmocka_unit_test(test_conv2d_thread_count_invariant),
 		cmocka_unit_test(test_upsample),
 		cmocka_unit_test(test_avgpool),
 		cmocka_unit_test(test_pointwise),

@@ -94,6 +94,14 @@ static void test_linear_matmul(void **state)
 		{"matmul nt", build_matmul, &mm_nt, 2, {GC_IN(1, 5, 7), GC_IN(1, 4, 7)}, .naive = naive_matmul},
 		{"matmul tt 4d", build_matmul, &mm_tt, 2, {GC_IN(2, 2, 7, 5), GC_IN(2, 2, 4, 7)}, .naive = naive_matmul},
 		{"matmul 2d", build_matmul, &mm_nn, 2, {GC_IN(9, 3), GC_IN(3, 11)}, .naive = naive_matmul},
+		/* large enough for the backend to split one product across threads,
+		 * by rows (linear) and by columns (wide matmul, transposed b) */
+		{"linear split by rows", build_linear, NULL, 3, {GC_IN(300, 90), GC_IN(100, 90), GC_IN(100)},
+		 .naive = naive_linear, .probes = 24},
+		{"matmul split by columns", build_matmul, &mm_nt, 2, {GC_IN(1, 40, 140), GC_IN(1, 400, 140)},
+		 .naive = naive_matmul, .probes = 24},
+		{"matmul split, a transposed", build_matmul, &mm_tn, 2, {GC_IN(130, 170), GC_IN(130, 100)},
+		 .naive = naive_matmul, .probes = 24},
 	};
 	assert_int_equal(gc_check_table(ctx, cases, (int)(sizeof cases / sizeof *cases), 1), 0);
 }
@@ -206,6 +214,7 @@ static void test_elementwise(void **state)
 		{"add both stretch", build_add, &op_add, 2, {GC_IN(2, 1, 5), GC_IN(3, 1)}, .naive = naive_binary},
 		{"sub scalar-like", build_sub, &op_sub, 2, {GC_IN(1), GC_IN(4, 3)}, .naive = naive_binary},
 		{"sub same", build_sub, &op_sub, 2, {GC_IN(6), GC_IN(6)}, .naive = naive_binary},
+		{"mul bias-like", build_mul, &op_mul, 2, {GC_IN(4, 3, 7), GC_IN(3, 7)}, .naive = naive_binary},
 		{"mul same", build_mul, &op_mul, 2, {GC_IN(2, 3, 4), GC_IN(2, 3, 4)}, .naive = naive_binary},
 		{"mul per-sample", build_mul, &op_mul, 2, {GC_IN(3, 5, 6), GC_IN(3, 1, 6)}, .naive = naive_binary},
 		{"mul 5d mixed", build_mul, &op_mul, 2, {GC_IN(2, 1, 3, 1, 2), GC_IN(4, 1, 5, 2)}, .naive = naive_binary},
@@ -373,6 +382,11 @@ static void test_norms(void **state)
 		 .naive = naive_layernorm},
 		{"layernorm_modulate", build_ln_modulate, NULL, 3, {GC_IN(2, 3, 9), GC_IN(2, 9), GC_IN(2, 9)},
 		 .naive = naive_ln_modulate},
+		/* enough work for the rows to be split across threads */
+		{"layernorm affine, threaded rows", build_layernorm, &ln_affine, 3, {GC_IN(131, 129), GC_IN(129), GC_IN(129)},
+		 .naive = naive_layernorm, .probes = 24},
+		{"layernorm_modulate, threaded", build_ln_modulate, NULL, 3, {GC_IN(3, 50, 130), GC_IN(3, 130), GC_IN(3, 130)},
+		 .naive = naive_ln_modulate, .probes = 24},
 		{"layernorm_modulate batch 1 wide", build_ln_modulate, NULL, 3, {GC_IN(1, 5, 130), GC_IN(1, 130), GC_IN(1, 130)},
 		 .naive = naive_ln_modulate},
 	};
@@ -544,6 +558,8 @@ static void test_activations_embedding(void **state)
 		{"gelu tanh", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-6, 6, 5, 37)}, .naive = naive_gelu},
 		{"gelu exact", build_gelu, &gelu_exact, 1, {GC_IN_RANGE(-6, 6, 3, 41)}, .naive = naive_gelu},
 		{"gelu tanh small", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-0.01f, 0.01f, 33)}, .naive = naive_gelu},
+		{"gelu tanh, threaded spans", build_gelu, &gelu_tanh, 1, {GC_IN_RANGE(-6, 6, 131, 129)}, .naive = naive_gelu,
+		 .probes = 48},
 		{"silu", build_silu, NULL, 1, {GC_IN_RANGE(-8, 8, 4, 29)}, .naive = naive_silu},
 		{"embedding repeated ids", build_embedding, NULL, 1, {GC_IN(5, 6)}, .naive = naive_embedding},
 	};
@@ -726,11 +742,24 @@ static void test_harness_can_fail(void **state)
 	assert_int_not_equal(gc_check(ctx, &c, 9), 0);
 }
 
-static int setup(void **state)
+/* Every test runs on one thread and on three (uneven splits, and more
+ * threads than tasks in the small cases). */
+static int setup_threads(int threads)
+{
+	df_error err;
+	return df_ctx_create(&ctx, "cpu", threads, &err);
+}
+
+static int setup_one(void **state)
 {
 	(void)state;
-	df_error err;
-	return df_ctx_create(&ctx, "cpu", 0, &err);
+	return setup_threads(1);
+}
+
+static int setup_three(void **state)
+{
+	(void)state;
+	return setup_threads(3);
 }
 
 static int teardown(void **state)
@@ -753,5 +782,7 @@ int main(void)
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_harness_can_fail),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	int failed = cmocka_run_group_tests_name("one thread", tests, setup_one, teardown);
+	failed += cmocka_run_group_tests_name("three threads", tests, setup_three, teardown);
+	return failed;
 }

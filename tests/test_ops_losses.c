@@ -304,5 +304,5 @@ int main(void)
 		cmocka_unit_test(test_cross_entropy_shift_invariant),
 		cmocka_unit_test(test_bad_arguments),
 	};
-	return cmocka_run_group_tests(tests, ctx_setup, ctx_teardown);
+	return run_on_one_and_three_threads(tests);
 }

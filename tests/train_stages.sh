@@ -83,6 +83,12 @@ grep_in err "the last good checkpoint is $tmp/nan/tiny/checkpoint.safetensors (s
 # A sampler that needs a velocity on an objective that cannot give one.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/eps" -o objective.prediction=eps
 grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, but the model predicts eps"
+expect 2 "$diffuse" check "$tmp/tiny.cfg" -o objective.prediction=eps
+grep_in err "tiny.cfg:7: sampler euler-fixture on objective flow-fixture: needs a velocity"
+expect 0 "$diffuse" check "$tmp/tiny.cfg"
+expect 2 "$diffuse" check "$tmp/tiny.cfg" -o 'sample.cfg_interval=[0.8, 0.2]'
+grep_in err "sample.cfg_interval: needs [lo, hi] with lo <= hi"
+expect 0 "$diffuse" check "$tmp/tiny.cfg" -o 'sample.cfg_interval=[0.2, 0.8]'
 
 # A checkpoint of another shape names the setting.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/once" -o backbone.hidden=8 -o train.steps=30
@@ -122,6 +128,47 @@ grep_in out "no guidance"
 grep -q '"x0"' "$tmp/x0.safetensors" || { echo "FAIL: x0 not in the output"; failures=$((failures + 1)); }
 expect 2 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$ckpt"
 grep_in err "--out is required"
+
+# --noise: x and y come from the file (here zeros, class 0), so two runs
+# agree and the count follows the file.
+header='{"x":{"dtype":"F32","shape":[2,1,8,8],"data_offsets":[0,512]},"y":{"dtype":"I64","shape":[2],"data_offsets":[512,528]}}'
+len=${#header}
+pad=$(( (8 - len % 8) % 8 ))
+len=$((len + pad))
+{
+	printf "$(printf '\\%03o' $((len % 256)) $((len / 256)) 0 0 0 0 0 0)"
+	printf '%s' "$header"
+	printf '%*s' "$pad" ''
+	head -c 528 /dev/zero
+} >"$tmp/noise.safetensors"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n1.safetensors"
+grep_in out "2 samples from EMA weights"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --noise "$tmp/noise.safetensors" --out "$tmp/n2.safetensors"
+cmp -s "$tmp/n1.safetensors" "$tmp/n2.safetensors" || { echo "FAIL: the same noise gave other samples"; failures=$((failures + 1)); }
+
+# tensor_bytes FILE NAME: the raw bytes of one tensor of a safetensors file.
+tensor_bytes() {
+	hlen=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+	range=$(dd if="$1" bs=1 skip=8 count="$hlen" 2>/dev/null | grep -o "\"$2\":{[^}]*}" |
+		sed 's/.*data_offsets":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/')
+	set -- "$1" $range
+	dd if="$1" bs=1 skip=$((8 + hlen + $2)) count=$(($3 - $2)) 2>/dev/null
+}
+# The EMA copy of a frozen tensor (registered first, as DiT's pos_embed)
+# is the tensor itself, and EMA samples differ from raw ones after training.
+tensor_bytes "$ckpt" out_offset >"$tmp/frozen.raw"
+tensor_bytes "$ckpt" ema.out_offset >"$tmp/frozen.ema"
+[ -s "$tmp/frozen.raw" ] || { echo "FAIL: out_offset not found in the checkpoint"; failures=$((failures + 1)); }
+cmp -s "$tmp/frozen.raw" "$tmp/frozen.ema" || { echo "FAIL: the EMA set holds another frozen tensor"; failures=$((failures + 1)); }
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --count 3 --out "$tmp/ema20.safetensors"
+expect 0 "$diffuse" sample --checkpoint "$ckpt" --count 3 --out "$tmp/raw20.safetensors" -o sample.weights=raw
+tensor_bytes "$tmp/ema20.safetensors" x0 >"$tmp/ema.x0"
+tensor_bytes "$tmp/raw20.safetensors" x0 >"$tmp/raw.x0"
+cmp -s "$tmp/ema.x0" "$tmp/raw.x0" && { echo "FAIL: EMA and raw samples agree after 20 steps"; failures=$((failures + 1)); }
+
+# Without --checkpoint: the run folder's.
+expect 0 "$diffuse" sample "$tmp/tiny.cfg" --runs-dir "$tmp/once" --count 2 --out "$tmp/r.png"
+grep_in out "2 samples from EMA weights (step 20)"
 
 # run: train then sample into the run folder.
 expect 0 "$diffuse" run "$tmp/tiny.cfg" --runs-dir "$tmp/run"

@@ -9,6 +9,7 @@
 #include "diffuse/process.h"
 #include "diffuse/rng.h"
 #include "diffuse/tensor.h"
+#include "process_private.h"
 
 /* SiT's VP path: beta(t) runs from VP_BETA_MIN at data to VP_BETA_MAX at noise. */
 #define VP_BETA_MIN 0.1
@@ -594,16 +595,33 @@ int df_process_time_grid(const df_process *p, const char *spacing, int steps, do
 /* ------------------------------------------------------------------ */
 /* Objective helpers. */
 
+void dfp_fill_normal_per_sample(float *dst, int64_t n, int64_t dim, const int64_t *index, uint64_t seed,
+                                uint64_t stream, uint64_t step)
+{
+	for (int64_t i = 0; i < n;) {
+		int64_t first = index ? index[i] : i, run = 1;
+		while (i + run < n && (index ? index[i + run] : i + run) == first + run)
+			run++;
+		uint64_t at = (uint64_t)first * (uint64_t)dim;
+		float *out = dst + i * dim;
+		/* small fills one by one: a parallel region costs more than it saves there */
+		if (run * dim < DFP_PARALLEL_FILL_MIN)
+			for (int64_t k = 0; k < run * dim; k++)
+				out[k] = df_rng_normal(seed, stream, step, at + (uint64_t)k);
+		else
+			df_rng_fill_normal(out, (size_t)(run * dim), seed, stream, step, at);
+		i += run;
+	}
+}
+
 void df_process_train_draws(uint64_t seed, uint64_t step, const int64_t *index, int64_t n, int64_t dim,
                             double *u, float *eps)
 {
-	for (int64_t i = 0; i < n; i++) {
-		uint64_t at = (uint64_t)index[i];
-		if (u)
-			u[i] = df_rng_uniform(seed, DF_STREAM_TRAIN_TIME, step, at);
-		if (eps)
-			df_rng_fill_normal(eps + i * dim, (size_t)dim, seed, DF_STREAM_TRAIN_NOISE, step, at * (uint64_t)dim);
-	}
+	if (u)
+		for (int64_t i = 0; i < n; i++)
+			u[i] = df_rng_uniform(seed, DF_STREAM_TRAIN_TIME, step, (uint64_t)index[i]);
+	if (eps)
+		dfp_fill_normal_per_sample(eps, n, dim, index, seed, DF_STREAM_TRAIN_NOISE, step);
 }
 
 df_tensor *df_per_sample_tensor(df_graph *g, const float *v, int64_t n, int ndim)

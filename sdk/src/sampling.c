@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/sampling.h"
-#include "diffuse/rng.h"
 #include "diffuse/tensor.h"
+#include "process_private.h"
 
 int df_sampling_init(df_sampling *s, const df_process *p, int64_t batch, int64_t dim, const int64_t *index,
                      uint64_t seed, df_host_model_fn model, void *model_ctx, df_error *err)
@@ -144,15 +144,22 @@ int df_sampling_predict(df_sampling *s, const float *x, double t, df_prediction 
 
 void df_sampling_noise(const df_sampling *s, uint64_t step, float *z)
 {
-	for (int64_t i = 0; i < s->batch; i++) {
-		uint64_t index = s->index ? (uint64_t)s->index[i] : (uint64_t)i;
-		df_rng_fill_normal(z + i * s->dim, (size_t)s->dim, s->seed, DF_STREAM_SAMPLER, step,
-		                   index * (uint64_t)s->dim);
-	}
+	dfp_fill_normal_per_sample(z, s->batch, s->dim, s->index, s->seed, DF_STREAM_SAMPLER, step);
 }
 
 void df_vec_axpby(int64_t n, double a, float *x, double b, const float *y)
 {
 	for (int64_t i = 0; i < n; i++)
 		x[i] = (float)(a * x[i] + b * y[i]);
+}
+
+int df_sampling_check_times(const df_process *p, const double *t, int n, df_prediction want, df_error *err)
+{
+	for (int k = 0; k < n; k++) {
+		double cx, cm;
+		int rc = df_process_convert_coeffs(p, t[k], df_process_prediction(p), want, &cx, &cm, err);
+		if (rc)
+			return df_error_prefix(err, rc, "step %d of %d", k + 1, n);
+	}
+	return 0;
 }

@@ -29,7 +29,7 @@ typedef struct mlp {
 	df_params *params;
 	df_backbone_shape shape;
 	int64_t hidden;
-	df_tensor *w1, *b1, *tw, *emb, *w2, *b2;
+	df_tensor *offset, *w1, *b1, *tw, *emb, *w2, *b2;
 } mlp;
 
 static int mlp_create(const void *settings, df_ctx *ctx, const df_backbone_shape *shape, void **self, df_error *err)
@@ -42,6 +42,9 @@ static int mlp_create(const void *settings, df_ctx *ctx, const df_backbone_shape
 	m->hidden = s->hidden;
 	m->params = df_params_create(ctx);
 	int64_t c = shape->input.channels, h = s->hidden, o = shape->out_channels;
+	/* A frozen tensor registered first, as DiT's pos_embed is: the block
+	 * then orders tensors differently from their registration. */
+	m->offset = df_params_add(m->params, "out_offset", DF_SHAPE(o), DF_TENSOR_FROZEN);
 	m->w1 = df_params_add(m->params, "in.weight", DF_SHAPE(h, c), 0);
 	m->b1 = df_params_add(m->params, "in.bias", DF_SHAPE(h), 0);
 	m->tw = df_params_add(m->params, "t_embed.weight", DF_SHAPE(h), 0);
@@ -97,7 +100,7 @@ static int mlp_forward(void *self, df_graph *g, const df_backbone_input *in, df_
 	if (m->emb && in->y)
 		h = df_add(g, h, df_reshape(g, df_embedding(g, m->emb, in->y, n), 3, (const int64_t[]){n, 1, m->hidden}));
 	h = df_silu(g, h);
-	df_tensor *o = df_linear(g, h, m->w2, m->b2);
+	df_tensor *o = df_add(g, df_linear(g, h, m->w2, m->b2), m->offset);
 	o = df_reshape(g, o, 4, (const int64_t[]){n, hh, ww, m->shape.out_channels});
 	*out = df_permute(g, o, (const int[]){0, 3, 1, 2});
 	return df_graph_status(g, err);

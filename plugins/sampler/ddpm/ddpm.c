@@ -132,6 +132,8 @@ static int ddpm_check(void *self, const df_process *p, df_error *err)
 	if (!t)
 		return df_error_set(err, DF_ENOMEM, "out of memory");
 	int rc = df_process_time_grid(p, o->spacing, o->steps, t, err);
+	if (!rc)
+		rc = df_sampling_check_times(p, t, o->steps, DF_PRED_X0, err);
 	free(t);
 	return rc;
 }

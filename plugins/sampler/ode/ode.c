@@ -121,13 +121,24 @@ static void ode_destroy(void *self)
 static int ode_check(void *self, const df_process *p, df_error *err)
 {
 	ode_sampler *s = self;
-	if (s->method == ODE_DOPRI5)
-		return 0;
-	/* the grid is the only thing that can fail: build it once */
+	df_prediction want = s->method == ODE_DPMPP_2M ? DF_PRED_X0 : DF_PRED_VELOCITY;
+	if (s->method == ODE_DOPRI5) {
+		double ends[2], tmin = df_process_t_min(p);
+		df_process_interval(p, DF_INTERVAL_SAMPLE, &ends[1], &ends[0]);
+		if (ends[1] < tmin)
+			ends[1] = tmin;
+		return df_sampling_check_times(p, ends, 2, want, err);
+	}
+	/* the grid, and the model's output at each of its evaluation times */
 	double *t = malloc(sizeof(double) * (s->steps + 1));
 	if (!t)
 		return df_error_set(err, DF_ENOMEM, "out of memory");
 	int rc = df_process_time_grid(p, s->spacing, s->steps, t, err);
+	if (!rc)
+		rc = df_sampling_check_times(p, t, s->method == ODE_HEUN && t[s->steps] >= df_process_t_min(p)
+		                                        ? s->steps + 1 /* Heun's last corrector */
+		                                        : s->steps,
+		                             want, err);
 	free(t);
 	return rc;
 }

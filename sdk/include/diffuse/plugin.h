@@ -172,7 +172,11 @@ typedef struct df_objective_vtable {
 typedef struct df_denoiser {
 	size_t struct_size;
 	/* Model output at time t for the whole batch x, in the process's
-	 * prediction type; out has x's shape. */
+	 * prediction type; out has x's shape, except that a process with
+	 * learned variance (df_process_learned_variance) gets its 2C output
+	 * channels: the C prediction channels, then the C variance ones.
+	 * t is framework time (process.h: 0 data, 1 noise); the runtime hands
+	 * the network df_process_model_time(process, t). */
 	int (*eval)(void *ctx, df_graph *g, df_tensor *x, double t, df_tensor **out, df_error *err);
 	void *ctx;
 } df_denoiser;

@@ -304,6 +304,12 @@ typedef struct df_sample_request {
 int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_stage_options *options,
                   df_error *err);
 
+/* Creates the pipeline's objective and sampler (nothing else) and asks the
+ * sampler whether it can integrate the objective's process, so a mismatch
+ * (a velocity sampler on a model that cannot give one) is found by
+ * `diffuse check`, before any data is read. DF_OK without either section. */
+int df_pipeline_check_sampler(const df_pipeline *p, df_error *err);
+
 /* Loads the pipeline stored in a checkpoint's metadata (overrides apply). */
 int df_pipeline_load_checkpoint(df_registry *reg, const char *checkpoint, const df_pipeline_options *options,
                                 df_pipeline **pipeline, df_error *err);

@@ -72,6 +72,11 @@ static inline float df_sampling_variance_value(const df_sampling *s, int64_t i, 
 	return s->raw[i * s->out_dim + s->dim + j];
 }
 
+/* For a sampler's check(): refuses, naming the step, a grid on which the
+ * model's output cannot be turned into `want` at one of the evaluation
+ * times t[0..n) (e.g. a score model at sigma = 0). */
+int df_sampling_check_times(const df_process *p, const double *t, int n, df_prediction want, df_error *err);
+
 /* z (batch * dim) = standard normals keyed by (seed, index[i], step) on
  * the DF_STREAM_SAMPLER stream: the same sample gets the same noise in
  * any batch. */

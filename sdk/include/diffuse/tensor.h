@@ -56,7 +56,10 @@ struct df_tensor {
 /* ------------------------------------------------------------------ */
 /* Context: a backend plus its settings. */
 
-/* device: "cpu" (or "cuda" when built with it); threads <= 0: physical cores. */
+/* device: "cpu" (or "cuda" when built with it); threads <= 0: physical cores
+ * (hyperthreads not counted). On cpu every kernel runs on the context's
+ * OpenMP threads and OpenBLAS is set to one thread for the process, so the
+ * two never oversubscribe the cores. */
 int df_ctx_create(df_ctx **ctx, const char *device, int threads, df_error *err);
 void df_ctx_destroy(df_ctx *ctx);
 const char *df_ctx_device(const df_ctx *ctx);

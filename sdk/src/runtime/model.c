@@ -43,8 +43,23 @@ static int create_backbone(dfr_model *m, void **self, df_error *err)
 	return rc ? blame(err, rc, sec) : DF_OK;
 }
 
+/* Settings whose meaning spans two values are checked together. */
+static int check_sample_section(const df_pipeline *p, df_error *err)
+{
+	const df_pipeline_section *sec = df_pipeline_get(p, "sample");
+	if (!sec)
+		return DF_OK;
+	const df_list *iv = &((const df_sample_settings *)sec->values)->cfg_interval;
+	if (iv->n != 2 || iv->v[0] > iv->v[1])
+		return df_error_set(err, DF_EINVAL, "%s:%d: sample.cfg_interval: needs [lo, hi] with lo <= hi (t = 0 data, t = 1 noise)",
+		                    sec->source.file ? sec->source.file : df_pipeline_file(p), sec->source.line);
+	return DF_OK;
+}
+
 static int open_components(dfr_model *m, const df_pipeline *p, df_error *err)
 {
+	if (check_sample_section(p, err))
+		return DF_EINVAL;
 	const df_pipeline_section *ds = component_section(p, "dataset", 1, err);
 	const df_pipeline_section *bb = component_section(p, "backbone", 1, err);
 	const df_pipeline_section *ob = component_section(p, "objective", 1, err);
@@ -139,7 +154,10 @@ int dfr_model_ensure_ema(dfr_model *m, df_error *err)
 	m->ema = malloc((size_t)m->numel * sizeof *m->ema);
 	if (!m->ema)
 		return df_error_set(err, DF_ENOMEM, "EMA set: out of memory");
-	return df_params_read(m->params, m->ema, err);
+	/* The EMA set is laid out as the block (trainable tensors first), not
+	 * in registration order as df_params_read copies. */
+	memcpy(m->ema, df_params_block(m->params, DF_PARAMS_VALUES), (size_t)m->numel * sizeof *m->ema);
+	return DF_OK;
 }
 
 int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err)
@@ -150,10 +168,43 @@ int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *
 	}
 	if (!m->eval_self) {
 		int rc = create_backbone(m, &m->eval_self, err);
+		/* init too: a backbone may keep state besides its parameters */
+		if (!rc)
+			rc = m->backbone->init(m->eval_self, m->seed, err);
 		if (rc)
 			return rc;
 		m->eval_params = m->backbone->params(m->eval_self);
 	}
 	*self = m->eval_self;
-	return df_params_write(m->eval_params, m->ema, err);
+	memcpy(df_params_block(m->eval_params, DF_PARAMS_VALUES), m->ema, (size_t)m->numel * sizeof *m->ema);
+	return DF_OK;
+}
+
+int df_pipeline_check_sampler(const df_pipeline *p, df_error *err)
+{
+	if (check_sample_section(p, err))
+		return DF_EINVAL;
+	const df_pipeline_section *ob = component_section(p, "objective", 0, err);
+	const df_pipeline_section *sa = component_section(p, "sampler", 0, err);
+	if (!ob || !sa)
+		return DF_OK;
+	const df_pipeline_settings *top = df_pipeline_top(p);
+	const df_objective_vtable *objective = ob->component->component->vtable;
+	const df_sampler_vtable *sampler = sa->component->component->vtable;
+	df_ctx *ctx = NULL;
+	void *objective_self = NULL, *sampler_self = NULL;
+	int rc = df_ctx_create(&ctx, top->device, (int)top->threads, err);
+	if (!rc && (rc = objective->create(ob->values, ctx, &objective_self, err)))
+		blame(err, rc, ob);
+	if (!rc && !(rc = sampler->create(sa->values, ctx, &sampler_self, err)))
+		rc = sampler->check(sampler_self, objective->process(objective_self), err);
+	if (rc && objective_self)
+		df_error_prefix(err, rc, "%s:%d: sampler %s on objective %s", df_pipeline_file(p), sa->source.line,
+		                sa->component->component->name, ob->component->component->name);
+	if (sampler_self)
+		sampler->destroy(sampler_self);
+	if (objective_self)
+		objective->destroy(objective_self);
+	df_ctx_destroy(ctx);
+	return rc;
 }

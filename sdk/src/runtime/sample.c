@@ -303,6 +303,8 @@ static int load_for_sampling(dfr_model *m, const df_sample_request *req, const d
 
 int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_stage_options *o, df_error *err)
 {
+	if (!req || req->struct_size < sizeof *req || (o && o->struct_size < sizeof *o))
+		return df_error_set(err, DF_EINVAL, "df_sample_run: a struct_size is too small");
 	dfr_model m;
 	int rc = dfr_model_open(&m, p, err);
 	if (rc)

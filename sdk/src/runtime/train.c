@@ -364,6 +364,8 @@ static void teardown(trainer *tr)
 
 int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 {
+	if (!o || o->struct_size < sizeof *o)
+		return df_error_set(err, DF_EINVAL, "df_train_run: options->struct_size is too small");
 	trainer tr;
 	memset(&tr, 0, sizeof tr);
 	tr.o = o;

@@ -43,12 +43,15 @@ static void cpu_binary_forward(const df_backend *be, int op, float *out, const f
 		const float *br = b + row_offset(bc, bc->b_stride, r);
 		float *o = out + r * inner;
 		if (op == DF_BINARY_ADD)
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] + br[i * bs];
 		else if (op == DF_BINARY_SUB)
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] - br[i * bs];
 		else
+#pragma omp simd
 			for (int64_t i = 0; i < inner; i++)
 				o[i] = ar[i * as] * br[i * bs];
 	}
@@ -102,6 +105,96 @@ static void reduce_into(const df_backend *be, float *dst, const int64_t *dst_str
 	}
 }
 
+/* Whether an operand read at `stride` covers the output one to one. */
+static int full_size(const struct df_bcast *bc, const int64_t *stride)
+{
+	int64_t step = 1;
+	for (int d = bc->ndim - 1; d >= 0; d--) {
+		if (bc->shape[d] > 1 && stride[d] != step)
+			return 0;
+		step *= bc->shape[d];
+	}
+	return 1;
+}
+
+/* dst (the output's shape) += sign * dout * other (other NULL: 1), other
+ * broadcast at other_stride: row by row, no reduction needed. */
+static void accumulate_full(const df_backend *be, float *dst, const float *dout, const float *other,
+                            const int64_t *other_stride, float sign, const struct df_bcast *bc)
+{
+	int64_t inner = bc->shape[bc->ndim - 1], rows = bc->numel / inner, os = other_stride[bc->ndim - 1];
+#pragma omp parallel for num_threads(be->threads) if (bc->numel > DFI_CPU_PARALLEL_MIN)
+	for (int64_t r = 0; r < rows; r++) {
+		float *o = dst + r * inner;
+		const float *g = dout + r * inner;
+		if (!other) {
+#pragma omp simd
+			for (int64_t i = 0; i < inner; i++)
+				o[i] += sign * g[i];
+			continue;
+		}
+		const float *v = other + row_offset(bc, other_stride, r);
+		for (int64_t i = 0; i < inner; i++)
+			o[i] += sign * g[i] * v[i * os];
+	}
+}
+
+/* When dst is broadcast only along leading dims (a bias over rows), the
+ * reduction is column sums of dout viewed as (rows, cols); returns cols,
+ * or 0 when dst has another layout. */
+static int64_t trailing_columns(const struct df_bcast *bc, const int64_t *stride)
+{
+	int64_t cols = 1;
+	int d = bc->ndim - 1;
+	for (; d >= 0 && (bc->shape[d] == 1 || stride[d] == cols); d--)
+		cols *= bc->shape[d];
+	for (; d >= 0; d--)
+		if (stride[d] != 0 && bc->shape[d] > 1)
+			return 0;
+	return cols;
+}
+
+/* dst[c] += sign * sum_r dout[r, c] other[r, c] (other full-size or NULL);
+ * threads own column ranges and add rows in order (deterministic). */
+static void column_sums(const df_backend *be, float *dst, const float *dout, const float *other, float sign,
+                        int64_t rows, int64_t cols)
+{
+#pragma omp parallel num_threads(be->threads) if (rows * cols > DFI_CPU_PARALLEL_MIN)
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num();
+		int64_t c0 = cols * id / nt, c1 = cols * (id + 1) / nt;
+		for (int64_t r = 0; r < rows; r++) {
+			const float *g = dout + r * cols, *v = other ? other + r * cols : NULL;
+			if (v) {
+#pragma omp simd
+				for (int64_t c = c0; c < c1; c++)
+					dst[c] += sign * g[c] * v[c];
+			} else {
+#pragma omp simd
+				for (int64_t c = c0; c < c1; c++)
+					dst[c] += sign * g[c];
+			}
+		}
+	}
+}
+
+/* Gradient of one operand: straight accumulation, column sums, or the
+ * general reduction, whichever its broadcast allows. */
+static void operand_gradient(const df_backend *be, float *dst, const int64_t *dst_stride, const float *dout,
+                             const float *other, const int64_t *other_stride, float sign, const struct df_bcast *bc)
+{
+	if (full_size(bc, dst_stride)) {
+		accumulate_full(be, dst, dout, other, other_stride, sign, bc);
+		return;
+	}
+	int64_t cols = trailing_columns(bc, dst_stride);
+	if (cols && (!other || full_size(bc, other_stride))) {
+		column_sums(be, dst, dout, other, sign, bc->numel / cols, cols);
+		return;
+	}
+	reduce_into(be, dst, dst_stride, dout, other, other_stride, sign, bc);
+}
+
 static void cpu_binary_backward(const df_backend *be, int op, float *da, float *db, const float *dout,
                                 const float *a, const float *b, const struct df_bcast *bc)
 {
@@ -125,11 +218,11 @@ static void cpu_binary_backward(const df_backend *be, int op, float *da, float *
 		return;
 	}
 	int mul = op == DF_BINARY_MUL;
+	float sign_b = op == DF_BINARY_SUB ? -1.0f : 1.0f;
 	if (da)
-		reduce_into(be, da, bc->a_stride, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
+		operand_gradient(be, da, bc->a_stride, dout, mul ? b : NULL, bc->b_stride, 1.0f, bc);
 	if (db)
-		reduce_into(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, op == DF_BINARY_SUB ? -1.0f : 1.0f,
-		            bc);
+		operand_gradient(be, db, bc->b_stride, dout, mul ? a : NULL, bc->a_stride, sign_b, bc);
 }
 
 static void cpu_affine_forward(const df_backend *be, float *out, const float *x, float mul, float add, int64_t n)
@@ -154,6 +247,7 @@ static void cpu_modulate_forward(const df_backend *be, float *out, const float *
 		const float *sh = shift + (row / t) * d, *sc = scale + (row / t) * d;
 		const float *xr = x + row * d;
 		float *o = out + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] = xr[i] * (1.0f + sc[i]) + sh[i];
 	}
@@ -196,6 +290,7 @@ static void scale_per_sample(const df_backend *be, float *dx, const float *dout,
 		const float *vr = v + (row / t) * d;
 		const float *g = dout + row * d;
 		float *o = dx + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] += g[i] * (plus + vr[i]);
 	}
@@ -220,6 +315,7 @@ static void cpu_gated_residual_forward(const df_backend *be, float *out, const f
 		const float *gr = gate + (row / t) * d;
 		const float *xr = x + row * d, *rr = r + row * d;
 		float *o = out + row * d;
+#pragma omp simd
 		for (int64_t i = 0; i < d; i++)
 			o[i] = rr[i] + gr[i] * xr[i];
 	}

@@ -94,7 +94,7 @@ void dfi_cpu_unary_backward(const df_backend *be, int fn, float *dx, const float
 }
 
 /* One row: subtracting its maximum keeps every exponent <= 0. */
-static DF_CPU_CLONES void softmax_row(float *out, const float *x, int64_t d)
+static DFI_CPU_CLONES void softmax_row(float *out, const float *x, int64_t d)
 {
 	const int64_t full = d & ~(int64_t)15, tail = d - full;
 	const vi16 tail_lanes = vi16_first(tail);
@@ -124,7 +124,7 @@ static DF_CPU_CLONES void softmax_row(float *out, const float *x, int64_t d)
 }
 
 /* dx += y * (dy - <dy, y>). */
-static DF_CPU_CLONES void softmax_row_backward(float *dx, const float *dy, const float *y,
+static DFI_CPU_CLONES void softmax_row_backward(float *dx, const float *dy, const float *y,
 					       int64_t d)
 {
 	const int64_t full = d & ~(int64_t)15, tail = d - full;

@@ -1,9 +1,9 @@
 /* Sixteen-float vectors in GCC/Clang vector extensions, for the row
- * kernels (softmax) whose loops the compiler will not vectorize at -O2:
- * libm calls, max reductions and float sums all stay scalar without
- * -ffast-math. Built for the baseline ISA, a vf16 becomes four SSE
- * registers; a caller marked DF_CPU_CLONES also gets AVX2 and AVX-512
- * versions, picked at load time, so no -march flag is needed.
+ * kernels (softmax, group norm) whose reductions the compiler will not
+ * vectorise at -O2: max and float sums stay scalar without -ffast-math.
+ * Built for the baseline ISA, a vf16 becomes four SSE registers; a caller
+ * marked DFI_CPU_CLONES (cpu.h) also gets AVX2 and AVX-512 versions, picked
+ * at load time, so no -march flag is needed.
  *
  * Everything is static and always inlined, so no vector ever crosses a
  * function boundary (hence -Wpsabi, which warns about that ABI, is off). */
@@ -12,49 +12,42 @@
 
 #include <stdint.h>
 #include <string.h>
+#include "cpu.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define DF_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DF_CPU_CLONES
-#endif
-
-#define VF16_INLINE static inline __attribute__((always_inline))
 
 typedef float vf16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-VF16_INLINE vf16 vf16_load(const float *p)
+DFI_INLINE vf16 vf16_load(const float *p)
 {
 	vf16 v;
 	memcpy(&v, p, sizeof v);
 	return v;
 }
 
-VF16_INLINE void vf16_store(float *p, vf16 v)
+DFI_INLINE void vf16_store(float *p, vf16 v)
 {
 	memcpy(p, &v, sizeof v);
 }
 
-VF16_INLINE vf16 vf16_splat(float s)
+DFI_INLINE vf16 vf16_splat(float s)
 {
 	return (vf16){ s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s };
 }
 
-VF16_INLINE vf16 vf16_select(vi16 mask, vf16 a, vf16 b)
+DFI_INLINE vf16 vf16_select(vi16 mask, vf16 a, vf16 b)
 {
 	return (vf16)(((vi16)a & mask) | ((vi16)b & ~mask));
 }
 
-VF16_INLINE vf16 vf16_max(vf16 a, vf16 b)
+DFI_INLINE vf16 vf16_max(vf16 a, vf16 b)
 {
 	return vf16_select(a > b, a, b);
 }
 
 /* Lanes [0, n) all ones, the rest zero. */
-VF16_INLINE vi16 vi16_first(int64_t n)
+DFI_INLINE vi16 vi16_first(int64_t n)
 {
 	const vi16 lane = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
 	const int32_t m = (int32_t)n;
@@ -62,7 +55,7 @@ VF16_INLINE vi16 vi16_first(int64_t n)
 }
 
 /* In a fixed order, so a row's result never depends on anything but it. */
-VF16_INLINE float vf16_sum(vf16 v)
+DFI_INLINE float vf16_sum(vf16 v)
 {
 	float s = 0.0f;
 	for (int i = 0; i < 16; i++)
@@ -70,7 +63,7 @@ VF16_INLINE float vf16_sum(vf16 v)
 	return s;
 }
 
-VF16_INLINE float vf16_hmax(vf16 v)
+DFI_INLINE float vf16_hmax(vf16 v)
 {
 	float m = v[0];
 	for (int i = 1; i < 16; i++)
@@ -78,11 +71,12 @@ VF16_INLINE float vf16_hmax(vf16 v)
 	return m;
 }
 
-/* e^x to about 1 ulp on [-87, 88], 0 below (where e^x is under the
+/* dfi_expf (vmath.h) on 16 lanes, with a NaN kept and 0 below -87:
+ * e^x to about 1 ulp on [-87, 88], 0 below (where e^x is under the
  * smallest normal float), +inf clamped to e^88: x = n ln2 + r with
  * |r| <= ln2 / 2, a degree-6 polynomial for e^r (Cephes' expf
  * coefficients), and 2^n built in the exponent bits. */
-VF16_INLINE vf16 vf16_exp(vf16 x)
+DFI_INLINE vf16 vf16_exp(vf16 x)
 {
 	/* Clamped so that a NaN passes through. */
 	const vi16 underflow = x < -87.0f;
@@ -104,7 +98,7 @@ VF16_INLINE vf16 vf16_exp(vf16 x)
 }
 
 /* Loads n < 16 floats, the rest filled with `fill`. */
-VF16_INLINE vf16 vf16_load_partial(const float *p, int64_t n, float fill)
+DFI_INLINE vf16 vf16_load_partial(const float *p, int64_t n, float fill)
 {
 	vf16 v = vf16_splat(fill);
 	for (int64_t i = 0; i < n; i++)
@@ -112,7 +106,7 @@ VF16_INLINE vf16 vf16_load_partial(const float *p, int64_t n, float fill)
 	return v;
 }
 
-VF16_INLINE void vf16_store_partial(float *p, vf16 v, int64_t n)
+DFI_INLINE void vf16_store_partial(float *p, vf16 v, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
 		p[i] = v[i];

@@ -5,54 +5,122 @@
 #include <math.h>
 
 #include "cpu.h"
+#include "simd16.h"
 #include "spatial_kernels.h"
 
-/* Statistics in double: a group of a VAE feature map holds up to millions
- * of values, where a float running sum loses the variance. */
+/* Row helpers on 16-float vectors (simd16.h). Sums run over blocks of
+ * SUM_BLOCK floats in float lanes, the blocks added in double: a group of a
+ * VAE feature map holds millions of values, where one float running sum
+ * would lose the variance. The order is fixed, whatever the threads. */
+#define SUM_BLOCK 1024
+
+/* With dy: sum(dy) and sum(dy (x - mu)). Without: sum(x), or when square
+ * is set sum((x - mu)^2) and sum(x - mu). */
+static DFI_CPU_CLONES void row_sums(const float *x, const float *dy, int64_t n, float mu, int square,
+                                   double *sum_out, double *cross_out)
+{
+	double total = 0.0, cross = 0.0;
+	const vf16 vmu = vf16_splat(mu);
+	for (int64_t start = 0; start < n; start += SUM_BLOCK) {
+		const int64_t len = n - start < SUM_BLOCK ? n - start : SUM_BLOCK, full = len & ~(int64_t)15;
+		const float *xb = x + start, *db = dy ? dy + start : NULL;
+		vf16 acc = vf16_splat(0.0f), acc_cross = vf16_splat(0.0f);
+		for (int64_t i = 0; i < full; i += 16) {
+			const vf16 centred = vf16_load(xb + i) - vmu;
+			if (db) {
+				const vf16 g = vf16_load(db + i);
+				acc += g;
+				acc_cross += g * centred;
+			} else if (square) {
+				acc += centred * centred;
+				acc_cross += centred;
+			} else {
+				acc += vf16_load(xb + i);
+			}
+		}
+		float tail = 0.0f, tail_cross = 0.0f;
+		for (int64_t i = full; i < len; i++) {
+			const float centred = xb[i] - mu;
+			if (db) {
+				tail += db[i];
+				tail_cross += db[i] * centred;
+			} else if (square) {
+				tail += centred * centred;
+				tail_cross += centred;
+			} else {
+				tail += xb[i];
+			}
+		}
+		total += (double)vf16_sum(acc) + tail;
+		cross += (double)vf16_sum(acc_cross) + tail_cross;
+	}
+	*sum_out = total;
+	if (cross_out)
+		*cross_out = cross;
+}
+
+/* out = b (x - mu) + c, or out += a dy + b (x - mu) + c when dy is given.
+ * Centring first keeps (x - mu) exact-ish when the spread is small next to
+ * the mean, where b x + (c - b mu) would cancel. */
+static DFI_CPU_CLONES void row_affine(float *out, const float *x, const float *dy, int64_t n, float a, float b,
+                                     float mu, float c)
+{
+	const int64_t full = n & ~(int64_t)15;
+	const vf16 va = vf16_splat(a), vb = vf16_splat(b), vmu = vf16_splat(mu), vc = vf16_splat(c);
+	if (!dy) {
+		for (int64_t i = 0; i < full; i += 16)
+			vf16_store(out + i, (vf16_load(x + i) - vmu) * vb + vc);
+		for (int64_t i = full; i < n; i++)
+			out[i] = (x[i] - mu) * b + c;
+		return;
+	}
+	for (int64_t i = 0; i < full; i += 16)
+		vf16_store(out + i, vf16_load(out + i) + vf16_load(dy + i) * va + (vf16_load(x + i) - vmu) * vb + vc);
+	for (int64_t i = full; i < n; i++)
+		out[i] += dy[i] * a + (x[i] - mu) * b + c;
+}
+
 void dfi_cpu_groupnorm_forward(const df_backend *be, float *out, float *mean, float *rstd, const float *x,
-			   const float *w, const float *b, int64_t n, int64_t c,
-			   int64_t s, int64_t groups, float eps)
+                               const float *w, const float *b, int64_t n, int64_t c, int64_t s, int64_t groups,
+                               float eps)
 {
 	const int64_t group_channels = c / groups, m = group_channels * s;
 
 #pragma omp parallel for num_threads(be->threads) if (n * c * s > DFI_CPU_PARALLEL_MIN)
 	for (int64_t ng = 0; ng < n * groups; ng++) {
 		const float *xg = x + ng * m;
-		float *og = out + ng * m;
-		double sum = 0.0, sq = 0.0;
-		for (int64_t i = 0; i < m; i++)
-			sum += xg[i];
-		const double mu = sum / (double)m;
-		for (int64_t i = 0; i < m; i++) {
-			const double d = xg[i] - mu;
-			sq += d * d;
-		}
-		const float mu_f = (float)mu;
-		const float r = (float)(1.0 / sqrt(sq / (double)m + eps));
+		double sum, sq, dev;
+		row_sums(xg, NULL, m, 0.0f, 0, &sum, NULL);
+		const float mu0 = (float)(sum / (double)m);
+		/* Two passes, the second corrected by the deviations' own sum
+		 * (Chan, Golub and LeVeque): the squares are of deviations, and
+		 * the float rounding of the first mean cancels. */
+		row_sums(xg, NULL, m, mu0, 1, &sq, &dev);
+		const double shift = dev / (double)m;
+		const float mu = (float)(mu0 + shift);
+		const double var = sq / (double)m - shift * shift;
+		const float r = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
 		if (mean)
-			mean[ng] = mu_f;
+			mean[ng] = mu;
 		if (rstd)
 			rstd[ng] = r;
 		const int64_t c0 = (ng % groups) * group_channels;
 		for (int64_t j = 0; j < group_channels; j++) {
 			const float scale = r * (w ? w[c0 + j] : 1.0f);
-			const float shift = (b ? b[c0 + j] : 0.0f) - mu_f * scale;
-			const float *xr = xg + j * s;
-			float *orow = og + j * s;
-			for (int64_t i = 0; i < s; i++)
-				orow[i] = xr[i] * scale + shift;
+			row_affine(out + ng * m + j * s, xg + j * s, NULL, s, 0.0f, scale, mu, b ? b[c0 + j] : 0.0f);
 		}
 	}
 }
 
 void dfi_cpu_groupnorm_backward(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
-			    const float *x, const float *mean, const float *rstd,
-			    const float *w, int64_t n, int64_t c, int64_t s, int64_t groups)
+                                const float *x, const float *mean, const float *rstd, const float *w, int64_t n,
+                                int64_t c, int64_t s, int64_t groups)
 {
 	const int64_t group_channels = c / groups, m = group_channels * s;
 
 	if (dx) {
-		/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w. */
+		/* dx = r (g - mean(g) - xhat mean(g xhat)) with g = dout w and
+		 * xhat = (x - mu) r: per channel, a dout + b (x - mu) + c. */
 #pragma omp parallel for num_threads(be->threads) if (n * c * s > DFI_CPU_PARALLEL_MIN)
 		for (int64_t ng = 0; ng < n * groups; ng++) {
 			const int64_t c0 = (ng % groups) * group_channels;
@@ -60,26 +128,18 @@ void dfi_cpu_groupnorm_backward(const df_backend *be, float *dx, float *dw, floa
 			const float *xg = x + ng * m, *dg = dout + ng * m;
 			double sum_g = 0.0, sum_gx = 0.0;
 			for (int64_t j = 0; j < group_channels; j++) {
-				const float wj = w ? w[c0 + j] : 1.0f;
-				float acc_g = 0.0f, acc_gx = 0.0f;
-				for (int64_t i = 0; i < s; i++) {
-					const float g = dg[j * s + i] * wj;
-					acc_g += g;
-					acc_gx += g * (xg[j * s + i] - mu) * r;
-				}
-				sum_g += acc_g;
-				sum_gx += acc_gx;
+				const double wj = w ? w[c0 + j] : 1.0;
+				double sum_dy, sum_dyx;
+				row_sums(xg + j * s, dg + j * s, s, mu, 0, &sum_dy, &sum_dyx);
+				sum_g += wj * sum_dy;
+				sum_gx += wj * sum_dyx * r;
 			}
 			const float mean_g = (float)(sum_g / (double)m);
 			const float mean_gx = (float)(sum_gx / (double)m);
-			float *dxg = dx + ng * m;
 			for (int64_t j = 0; j < group_channels; j++) {
 				const float wj = w ? w[c0 + j] : 1.0f;
-				for (int64_t i = 0; i < s; i++) {
-					const int64_t k = j * s + i;
-					const float xhat = (xg[k] - mu) * r;
-					dxg[k] += r * (dg[k] * wj - mean_g - xhat * mean_gx);
-				}
+				row_affine(dx + ng * m + j * s, xg + j * s, dg + j * s, s, r * wj, -r * r * mean_gx, mu,
+				           -r * mean_g);
 			}
 		}
 	}
@@ -91,15 +151,11 @@ void dfi_cpu_groupnorm_backward(const df_backend *be, float *dx, float *dw, floa
 			double sum_w = 0.0, sum_b = 0.0;
 			for (int64_t img = 0; img < n; img++) {
 				const int64_t ng = img * groups + ch / group_channels;
-				const float mu = mean[ng], r = rstd[ng];
-				const float *xr = x + (img * c + ch) * s, *dr = dout + (img * c + ch) * s;
-				float acc_w = 0.0f, acc_b = 0.0f;
-				for (int64_t i = 0; i < s; i++) {
-					acc_w += dr[i] * (xr[i] - mu) * r;
-					acc_b += dr[i];
-				}
-				sum_w += acc_w;
-				sum_b += acc_b;
+				double sum_dy, sum_dyx;
+				row_sums(x + (img * c + ch) * s, dout + (img * c + ch) * s, s, mean[ng], 0, &sum_dy,
+				         &sum_dyx);
+				sum_w += sum_dyx * rstd[ng];
+				sum_b += sum_dy;
 			}
 			if (dw)
 				dw[ch] += (float)sum_w;

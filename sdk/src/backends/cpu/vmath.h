@@ -8,9 +8,15 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define DFI_VMATH static inline __attribute__((always_inline))
+#else
+#define DFI_VMATH static inline
+#endif
+
 /* e^x: x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-6 polynomial, 2^n
  * written into the exponent bits. Inputs are clamped to the finite range. */
-static inline float dfi_expf(float x)
+DFI_VMATH float dfi_expf(float x)
 {
 	x = x < -87.3f ? -87.3f : x;
 	x = x > 88.3f ? 88.3f : x; /* 2^n must stay finite */
@@ -31,7 +37,7 @@ static inline float dfi_expf(float x)
 	return p * scale;
 }
 
-static inline float dfi_tanhf(float x)
+DFI_VMATH float dfi_tanhf(float x)
 {
 	/* 1 - 2 / (e^2x + 1); near 0 use x - x^3/3 + 2x^5/15 for relative accuracy */
 	float e = dfi_expf(2.0f * x);
@@ -41,13 +47,13 @@ static inline float dfi_tanhf(float x)
 	return x2 < 1e-3f ? small : t;
 }
 
-static inline float dfi_sigmoidf(float x)
+DFI_VMATH float dfi_sigmoidf(float x)
 {
 	return 1.0f / (1.0f + dfi_expf(-x));
 }
 
 /* erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
-static inline float dfi_erff(float x)
+DFI_VMATH float dfi_erff(float x)
 {
 	float ax = x < 0.0f ? -x : x;
 	float t = 1.0f / (1.0f + 0.3275911f * ax);
