@@ -41,6 +41,7 @@ static const struct estimator {
 	{"KNN k=16", "knn", "neighbours=16", {120, 170, 255}},
 	{"KNN k=64", "knn", "neighbours=64", {0, 90, 230}},
 	{"KNN k=512", "knn", "neighbours=512", {0, 0, 120}},
+	{"KNN k=512, 256 draws", "knn", "neighbours=512;draws=256", {0, 160, 0}},
 };
 #define NE (int)(sizeof estimators / sizeof estimators[0])
 
@@ -87,12 +88,14 @@ static void *settings_of(const df_component *comp, const char *kv, df_error *err
 	void *values = calloc(1, comp->settings_size);
 	char buf[128];
 	snprintf(buf, sizeof buf, "%s", kv);
-	char *eq = strchr(buf, '=');
 	if (!values || df_settings_defaults(comp->settings, values, err))
 		return NULL;
-	if (eq) {
+	for (char *save = NULL, *pair = strtok_r(buf, ";", &save); pair; pair = strtok_r(NULL, ";", &save)) {
+		char *eq = strchr(pair, '=');
+		if (!eq)
+			continue;
 		*eq = '\0';
-		if (df_settings_set(comp->settings, values, buf, eq + 1, err))
+		if (df_settings_set(comp->settings, values, pair, eq + 1, err))
 			return NULL;
 	}
 	return values;

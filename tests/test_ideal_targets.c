@@ -2,7 +2,8 @@
  * set where the exact ideal target E[x0 | x_t] over all items is computed
  * here by brute force: STF with n = 1 is the plain single-sample target and
  * with the whole set as reference the exact one; KNN with k = 1 is the
- * nearest item's target and with k = N the exact one. The target is read
+ * nearest item's target and with k = N the exact one, and its importance-
+ * sampling estimate from many draws converges to it. The target is read
  * back from the loss gradient (the model output is a parameter at zero:
  * d loss / d out = -2 target / (N D)), which also checks that a finite
  * gradient reaches the model. Without the training set the loss refuses. */
@@ -199,7 +200,7 @@ enum which { SOURCE, NEAREST, ALL };
 /* Checks every sample's target of a few steps against the reference; returns
  * how many samples had a target other than their own plain one (so the
  * comparison with the exact target is not vacuous). */
-static int check(const char *name, const char *settings, enum which which)
+static int check_within(const char *name, const char *settings, enum which which, double tol)
 {
 	objective o;
 	make_objective(name, settings, 1, &o);
@@ -222,15 +223,20 @@ static int check(const char *name, const char *settings, enum which which)
 				scale = fmax(scale, fabs(want[j]));
 				off = fmax(off, fabs(want[j] - plain[j]));
 			}
-			if (err > 2e-3 * (1 + scale))
+			if (err > tol * (1 + scale))
 				fprintf(stderr, "%s %s: sample %d at t = %.4f: target off by %g (scale %g)\n", name, settings,
 				        i, t[i], err, scale);
-			assert_true(err <= 2e-3 * (1 + scale));
+			assert_true(err <= tol * (1 + scale));
 			differs += off > 1e-2;
 		}
 	}
 	o.vt->destroy(o.self);
 	return differs;
+}
+
+static int check(const char *name, const char *settings, enum which which)
+{
+	return check_within(name, settings, which, 2e-3);
 }
 
 static void test_stf_one_reference_is_plain(void **state)
@@ -267,6 +273,16 @@ static void test_knn_nearest_and_whole_set(void **state)
 	assert_true(check("knn", "neighbours=1000", ALL) > 0); /* more than the set: all of it */
 }
 
+/* The importance-sampling estimate from the proposal's draws converges to
+ * the exact target: many draws with every item a neighbour, and with few
+ * neighbours (the uniform part of the proposal reaching the rest). */
+static void test_knn_draws_converge(void **state)
+{
+	(void)state;
+	assert_true(check_within("knn", "neighbours=12;draws=100000", ALL, 2e-2) > 0);
+	assert_true(check_within("knn", "neighbours=3;draws=100000", ALL, 2e-2) > 0);
+}
+
 static void test_needs_the_training_set(void **state)
 {
 	(void)state;
@@ -295,6 +311,7 @@ int main(void)
 		cmocka_unit_test(test_stf_one_reference_is_plain),
 		cmocka_unit_test(test_stf_whole_set_is_exact),
 		cmocka_unit_test(test_knn_nearest_and_whole_set),
+		cmocka_unit_test(test_knn_draws_converge),
 		cmocka_unit_test(test_needs_the_training_set),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -5,9 +5,10 @@
  * of the posterior's mass lies, self-normalised over them:
  *   x0_hat = sum_{i in kNN} softmax_i(-|x_t - alpha x_i|^2 / (2 sigma^2)) x_i.
  * This is the paper's importance-sampling estimate in its expectation over
- * the proposal's draws, restricted to the neighbours (the uniform part of
- * the proposal carries at most (N - k) times the k-th neighbour's weight);
- * with k = N it is the exact ideal target. The search is exact: squared
+ * the proposal's neighbour part (draws = 0); with draws > 0 it is the
+ * paper's estimate itself: items drawn from the proposal (the neighbours
+ * plus a uniform part over the whole set), self-normalised. With k = N and
+ * draws = 0 it is the exact ideal target. The search is exact: squared
  * distances |a|^2 + |b|^2 - 2 a.b with blocked BLAS products over the whole
  * training set, held in memory in model space; the final weights are
  * recomputed in double from the vectors. */
@@ -16,14 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/plugin.h"
+#include "diffuse/rng.h"
 #include "ideal_target.h"
 
-#define KNN_BLOCK 4096 /* training items per distance product */
+#define KNN_BLOCK 4096       /* training items per distance product */
+#define KNN_STREAM 0x6b6e6eu /* the proposal's draws */
 
 typedef struct knn_settings {
 	const char *parameterisation;
 	int64_t neighbours;
 	int64_t limit;
+	int64_t draws;
 } knn_settings;
 
 static const df_setting knn_settings_decl[] = {
@@ -32,12 +36,15 @@ static const df_setting knn_settings_decl[] = {
 	DF_SETTING_INT(knn_settings, neighbours, "64", 1, 1 << 24, "k: nearest training items the estimate averages"),
 	DF_SETTING_INT(knn_settings, limit, "0", 0, INT64_MAX,
 	               "search only the first `limit` training items (0 = all; the set is held as float in memory)"),
+	DF_SETTING_INT(knn_settings, draws, "0", 0, 1 << 20,
+	               "items drawn from the paper's proposal (the neighbours plus a uniform part) for the "
+	               "importance-sampling estimate; 0 = the neighbours themselves, softmax-weighted"),
 	DF_SETTINGS_END,
 };
 
 typedef struct knn_objective {
 	ideal_base base;
-	int64_t k, limit;
+	int64_t k, limit, draws;
 	int64_t count, dim; /* the searched set */
 	float *items, *norms;
 	df_objective_dataset_hook hook;
@@ -98,6 +105,7 @@ static int knn_create(const void *settings, df_ctx *ctx, void **self, df_error *
 	}
 	o->k = s->neighbours;
 	o->limit = s->limit;
+	o->draws = s->draws;
 	o->hook = (df_objective_dataset_hook){sizeof o->hook, knn_attach};
 	*self = o;
 	return DF_OK;
@@ -174,15 +182,85 @@ static int knn_search(const float *items, const float *norms, int64_t count, con
 	return rc;
 }
 
+/* log-likelihood of x_t under item x: -|x_t - alpha x|^2 / (2 sigma^2), in double. */
+static double log_likelihood(const float *xt, const float *x, double alpha, double scale, int64_t d)
+{
+	double dist = 0;
+	for (int64_t j = 0; j < d; j++) {
+		double e = xt[j] - alpha * x[j];
+		dist += e * e;
+	}
+	return -dist * scale;
+}
+
+/* The paper's estimate (knn.md sections 2-3): draws from the proposal q
+ * that gives each neighbour p_i = exp(l_i - max) and every item the k-th
+ * neighbour's p_min, normalised by Z = sum p_i + (N - k) p_min; duplicates
+ * merged; self-normalised weights c_i / q(i) * exp(l_i). nb_logw holds the
+ * neighbours' l_i; the draws are keyed by the sample's index. */
+static void snis_estimate(const knn_objective *o, const float *xt, double alpha, double scale, const int64_t *nb,
+                          const double *nb_logw, int64_t k, const df_loss_batch *batch, int64_t sample,
+                          int64_t *drawn, int64_t *counts, double *logw, const float **refs, float *x0_hat)
+{
+	double top = -INFINITY, pmin = INFINITY, z = 0, excess = 0;
+	for (int64_t i = 0; i < k; i++)
+		top = nb_logw[i] > top ? nb_logw[i] : top;
+	for (int64_t i = 0; i < k; i++) {
+		double p = exp(nb_logw[i] - top);
+		pmin = p < pmin ? p : pmin;
+		z += p;
+	}
+	for (int64_t i = 0; i < k; i++)
+		excess += exp(nb_logw[i] - top) - pmin;
+	z += (double)(o->count - k) * pmin;
+	double uniform_mass = (double)o->count * pmin / z;
+	uint64_t key = (uint64_t)batch->index[sample] * (uint64_t)(2 * o->draws);
+	int64_t m = 0;
+	for (int64_t r = 0; r < o->draws; r++) {
+		double u = df_rng_uniform(batch->seed, KNN_STREAM, batch->step, key + 2 * (uint64_t)r);
+		double v = df_rng_uniform(batch->seed, KNN_STREAM, batch->step, key + 2 * (uint64_t)r + 1);
+		int64_t item;
+		if (u < uniform_mass || excess <= 0) {
+			item = (int64_t)(v * (double)o->count);
+			item = item >= o->count ? o->count - 1 : item;
+		} else {
+			double target = v * excess, run = 0;
+			int64_t i = 0;
+			for (; i < k - 1; i++) {
+				run += exp(nb_logw[i] - top) - pmin;
+				if (run > target)
+					break;
+			}
+			item = nb[i];
+		}
+		int64_t at = 0;
+		while (at < m && drawn[at] != item)
+			at++;
+		if (at == m)
+			drawn[m] = item, counts[m++] = 0;
+		counts[at]++;
+	}
+	for (int64_t i = 0; i < m; i++) {
+		double q = pmin / z;
+		for (int64_t j = 0; j < k; j++)
+			if (nb[j] == drawn[i]) {
+				q += (exp(nb_logw[j] - top) - pmin) / z;
+				break;
+			}
+		refs[i] = o->items + drawn[i] * o->dim;
+		logw[i] = log((double)counts[i]) - log(q) + log_likelihood(xt, refs[i], alpha, scale, o->dim) - top;
+	}
+	ideal_softmax_mean(logw, refs, m, o->dim, x0_hat);
+}
+
 static int knn_estimate(void *est, const df_loss_batch *batch, const float *x0, const float *xt, const double *alpha,
                         const double *sigma, int64_t n, int64_t d, float *x0_hat, df_error *err)
 {
-	(void)batch;
 	knn_objective *o = est;
-	int64_t k = o->k < o->count ? o->k : o->count;
-	int64_t *nb = malloc(sizeof(int64_t) * (size_t)(n * k));
-	double *logw = malloc(sizeof(double) * (size_t)k);
-	const float **refs = malloc(sizeof(float *) * (size_t)k);
+	int64_t k = o->k < o->count ? o->k : o->count, m = k > o->draws ? k : o->draws;
+	int64_t *nb = malloc(sizeof(int64_t) * (size_t)(n * k + 2 * m));
+	double *logw = malloc(sizeof(double) * (size_t)(k + m));
+	const float **refs = malloc(sizeof(float *) * (size_t)m);
 	int rc = nb && logw && refs && knn_search(o->items, o->norms, o->count, xt, alpha, n, d, k, nb) == 0
 	             ? DF_OK
 	             : df_error_set(err, DF_ENOMEM, "knn: out of memory");
@@ -195,14 +273,13 @@ static int knn_estimate(void *est, const df_loss_batch *batch, const float *x0, 
 		double scale = 1.0 / (2.0 * sigma[q] * sigma[q]);
 		for (int64_t i = 0; i < k; i++) {
 			refs[i] = o->items + nb[q * k + i] * d;
-			double dist = 0;
-			for (int64_t j = 0; j < d; j++) {
-				double e = x[j] - alpha[q] * refs[i][j];
-				dist += e * e;
-			}
-			logw[i] = -dist * scale;
+			logw[i] = log_likelihood(x, refs[i], alpha[q], scale, d);
 		}
-		ideal_softmax_mean(logw, refs, k, d, x0_hat + q * d);
+		if (o->draws > 0)
+			snis_estimate(o, x, alpha[q], scale, nb + q * k, logw, k, batch, q, nb + n * k, nb + n * k + m,
+			              logw + k, refs, x0_hat + q * d);
+		else
+			ideal_softmax_mean(logw, refs, k, d, x0_hat + q * d);
 	}
 	free(nb);
 	free(logw);
