@@ -179,8 +179,8 @@ typedef struct df_dataset_access {
 	size_t struct_size;
 	int64_t count; /* items in the training set */
 	int64_t dim;   /* values per item in model space (encoded C * H * W) */
-	/* Writes items indices[0..n) into out (n * dim floats), encoded as the
-	 * batch's x0 is, so a reference item equals its batch copy exactly. */
+	/* Writes items indices[0..n) into out (n * dim floats), in model space:
+	 * through the pipeline's encoder, as the batch's x0 is. */
 	int (*fetch)(void *ctx, const int64_t *indices, int64_t n, float *out, df_error *err);
 	void *ctx;
 } df_dataset_access;
