@@ -89,6 +89,41 @@ void dfi_arena_release(struct dfi_arena *a)
 	a->head = a->cur = NULL;
 }
 
+size_t dfi_arena_mark(const struct dfi_arena *a)
+{
+	size_t offset = 0;
+	for (const struct dfi_arena_block *b = a->head; b && b != a->cur; b = b->next)
+		offset += b->size;
+	return a->cur ? offset + a->cur->used : 0;
+}
+
+int dfi_arena_offset(const struct dfi_arena *a, const void *p, size_t *offset)
+{
+	size_t base = 0;
+	for (const struct dfi_arena_block *b = a->head; b; b = b->next) {
+		const char *c = p;
+		if (c >= b->mem && c < b->mem + b->size) {
+			*offset = base + (size_t)(c - b->mem);
+			return 1;
+		}
+		base += b->size;
+	}
+	return 0;
+}
+
+void dfi_arena_rewind(struct dfi_arena *a, size_t mark)
+{
+	size_t base = 0;
+	for (struct dfi_arena_block *b = a->head; b; b = b->next) {
+		if (mark <= base + b->size) {
+			a->cur = b;
+			b->used = mark - base;
+			return;
+		}
+		base += b->size;
+	}
+}
+
 size_t dfi_arena_bytes(const struct dfi_arena *a)
 {
 	size_t total = 0;

@@ -47,6 +47,11 @@ void *dfi_arena_alloc(struct dfi_arena *a, size_t bytes); /* 64-byte aligned, NU
 void dfi_arena_reset(struct dfi_arena *a);
 void dfi_arena_release(struct dfi_arena *a);
 size_t dfi_arena_bytes(const struct dfi_arena *a);
+/* Marks are logical offsets along the block chain: what has been handed out
+ * so far. dfi_arena_rewind() hands out memory again from a mark. */
+size_t dfi_arena_mark(const struct dfi_arena *a);
+int dfi_arena_offset(const struct dfi_arena *a, const void *p, size_t *offset); /* 0: p is not in a */
+void dfi_arena_rewind(struct dfi_arena *a, size_t mark);
 
 /* ------------------------------------------------------------------ */
 /* The tape. */

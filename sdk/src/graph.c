@@ -87,6 +87,79 @@ size_t df_graph_arena_bytes(const df_graph *g)
 	return g ? dfi_arena_bytes(&g->device) + dfi_arena_bytes(&g->host) + g->workspace_bytes : 0;
 }
 
+size_t df_graph_mark(const df_graph *g)
+{
+	return g ? dfi_arena_mark(&g->device) : 0;
+}
+
+struct kept_storage {
+	size_t offset, bytes;
+	df_tensor *t;
+};
+
+static int kept_by_offset(const void *a, const void *b)
+{
+	const struct kept_storage *x = a, *y = b;
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* Moves a kept tensor to where the arena now hands it out: an earlier block,
+ * or lower in the same block, where the ranges may overlap; then copy in
+ * pieces no longer than the distance between them. */
+static void move_down(const df_backend *be, char *dst, const char *src, size_t bytes)
+{
+	if (dst + bytes <= src || src + bytes <= dst) {
+		be->copy(be, dst, src, bytes);
+		return;
+	}
+	size_t step = (size_t)(src - dst);
+	for (size_t done = 0; done < bytes; done += step)
+		be->copy(be, dst + done, src + done, bytes - done < step ? bytes - done : step);
+}
+
+void df_graph_rewind(df_graph *g, size_t mark, df_tensor *const *keep, int n_keep)
+{
+	if (!g || g->status || !(g->flags & DF_GRAPH_NO_GRAD) || n_keep < 0 || (n_keep > 0 && !keep))
+		return;
+	struct kept_storage *kept = n_keep ? dfi_host_alloc(g, (size_t)n_keep * sizeof *kept) : NULL;
+	if (n_keep && !kept)
+		return;
+	int n = 0;
+	for (int i = 0; i < n_keep; i++) {
+		size_t offset;
+		if (keep[i] && keep[i]->data && dfi_arena_offset(&g->device, keep[i]->data, &offset) && offset >= mark)
+			kept[n++] = (struct kept_storage){offset, (size_t)keep[i]->numel * sizeof(float), keep[i]};
+	}
+	qsort(kept, (size_t)n, sizeof *kept, kept_by_offset);
+	for (int i = 1; i < n; i++) {
+		if (kept[i].offset < kept[i - 1].offset + kept[i - 1].bytes &&
+		    (kept[i].offset != kept[i - 1].offset || kept[i].bytes != kept[i - 1].bytes)) {
+			dfi_fail(g, DF_EINVAL, "df_graph_rewind: kept tensors %s and %s partly overlap",
+			         DFI_SHAPE(kept[i - 1].t), DFI_SHAPE(kept[i].t));
+			return;
+		}
+	}
+	dfi_arena_rewind(&g->device, mark);
+	/* In ascending order each kept tensor lands at or below where it was
+	 * (packing a subset of the allocations), so nothing is overwritten
+	 * before it has moved. */
+	for (int i = 0; i < n; i++) {
+		char *src = (char *)kept[i].t->data;
+		if (i > 0 && kept[i].offset == kept[i - 1].offset) {
+			kept[i].t->data = kept[i - 1].t->data; /* a second handle on the same storage */
+			continue;
+		}
+		char *dst = dfi_arena_alloc(&g->device, kept[i].bytes);
+		if (!dst) {
+			dfi_fail(g, DF_ENOMEM, "df_graph_rewind: out of memory");
+			return;
+		}
+		if (dst != src)
+			move_down(g->be, dst, src, kept[i].bytes);
+		kept[i].t->data = (float *)dst;
+	}
+}
+
 /* ------------------------------------------------------------------ */
 /* Op-layer helpers. */
 

@@ -476,10 +476,14 @@ int dit_model_forward(dit_model *m, df_graph *g, const df_backbone_input *in, df
 	/* Every adaLN starts with SiLU(c): computed once for all blocks. */
 	df_tensor *silu_c = df_silu(g, cond);
 
+	/* Without a tape (sampling), each block's activations die with it: only
+	 * x (and the hidden state asked for) live on, so the arena is reused. */
+	size_t mark = df_graph_mark(g);
 	for (int k = 0; k < c->depth; k++) {
 		x = dit_block_forward(m, g, &m->blocks[k], x, silu_c);
 		if (k + 1 == in->hidden_block)
 			*in->hidden = x;
+		df_graph_rewind(g, mark, (df_tensor *[]){x, in->hidden_block > 0 ? *in->hidden : NULL}, 2);
 	}
 
 	df_tensor *mod[2] = {NULL}; /* shift, scale */

@@ -119,6 +119,27 @@ int df_graph_status(const df_graph *g, df_error *err);
 df_ctx *df_graph_ctx(df_graph *g);
 /* Bytes the arena holds (for memory reports). */
 size_t df_graph_arena_bytes(const df_graph *g);
+/* Reusing activation memory within one no-grad forward (sampling), so memory
+ * is bounded by what one stage keeps alive rather than by all activations:
+ *
+ *   size_t mark = df_graph_mark(g);
+ *   for (each block) {
+ *       x = block(g, x);
+ *       df_graph_rewind(g, mark, (df_tensor *[]){x}, 1);
+ *   }
+ *
+ * On a graph made with DF_GRAPH_NO_GRAD, df_graph_rewind() moves the storage
+ * of the kept tensors that were created after the mark down to the mark (the
+ * handles stay the same; their data pointers change) and hands everything
+ * else created after the mark out again: every other tensor made after the
+ * mark becomes invalid, as does any data pointer taken from a kept one.
+ * Tensors made before the mark, parameters and kept tensors made before the
+ * mark are untouched. Kept tensors must not partly overlap one another (views
+ * of the same whole storage are fine). On a recording graph, or one holding an
+ * error, it does nothing: the tape needs every activation. Host-side records
+ * (tensor structs) are not reclaimed until df_graph_reset(). */
+size_t df_graph_mark(const df_graph *g);
+void df_graph_rewind(df_graph *g, size_t mark, df_tensor *const *keep, int n_keep);
 
 /* New activations (uninitialised, zeros, or a copy of host values). */
 df_tensor *df_tensor_new(df_graph *g, int ndim, const int64_t *shape);

@@ -6,14 +6,21 @@
 #include "cpu.h"
 
 /* Linear layers run in one OpenMP region per call (a barrier costs most
- * when other work shares the cores): each thread takes a range of rows,
- * 16-aligned, and calls single-threaded sgemm on it. */
-static void thread_range(int64_t len, int64_t *i0, int64_t *i1)
+ * when other work shares the cores). The rows are cut into more chunks
+ * than threads, 16-aligned, and handed out as threads come free, so a
+ * thread the machine delays leaves its share to the others instead of
+ * making them wait; each chunk is a single-threaded sgemm. */
+#define CHUNKS_PER_THREAD 4
+
+static int64_t chunk_len(int64_t len, int threads)
 {
-	int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-	int64_t per = ((len + nt - 1) / nt + 15) & ~(int64_t)15;
-	*i0 = id * per < len ? id * per : len;
-	*i1 = *i0 + per < len ? *i0 + per : len;
+	int64_t pieces = (int64_t)threads * CHUNKS_PER_THREAD;
+	return ((len + pieces - 1) / pieces + 15) & ~(int64_t)15;
+}
+
+static int64_t chunk_count(int64_t len, int64_t chunk)
+{
+	return (len + chunk - 1) / chunk;
 }
 
 /* Whether a product of this size is worth the threads. */
@@ -26,40 +33,43 @@ static int linear_threads(const df_backend *be, int64_t m, int64_t in, int64_t o
 static void cpu_linear_forward(const df_backend *be, float *out, const float *x, const float *w, const float *b,
                                int64_t m, int64_t in, int64_t o)
 {
-#pragma omp parallel num_threads(linear_threads(be, m, in, o))
-	{
-		int64_t r0, r1;
-		thread_range(m, &r0, &r1);
-		if (r0 < r1) {
-			/* Start from the bias and let sgemm add into it (beta 1). */
-			for (int64_t r = r0; b && r < r1; r++)
-				for (int64_t c = 0; c < o; c++)
-					out[r * o + c] = b[c];
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)o, (int)in, 1.0f,
-			            x + r0 * in, (int)in, w, (int)in, b ? 1.0f : 0.0f, out + r0 * o, (int)o);
-		}
+	int threads = linear_threads(be, m, in, o);
+	int64_t rows = chunk_len(m, threads), chunks = chunk_count(m, rows);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+	for (int64_t chunk = 0; chunk < chunks; chunk++) {
+		int64_t r0 = chunk * rows, r1 = r0 + rows < m ? r0 + rows : m;
+		/* Start from the bias and let sgemm add into it (beta 1). */
+		for (int64_t r = r0; b && r < r1; r++)
+			for (int64_t c = 0; c < o; c++)
+				out[r * o + c] = b[c];
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)o, (int)in, 1.0f,
+		            x + r0 * in, (int)in, w, (int)in, b ? 1.0f : 0.0f, out + r0 * o, (int)o);
 	}
 }
 
-/* Each thread computes its rows of dx (rows of the batch) and its rows of
- * dw and db (output features): dw[o0:o1] += dout[:, o0:o1]^T x, and the
- * matching column sums of dout in row order, so db does not depend on the
- * thread count. */
+/* Two kinds of chunk in one work list: rows of dx (rows of the batch), and
+ * rows of dw and db (output features): dw[o0:o1] += dout[:, o0:o1]^T x, and
+ * the matching column sums of dout in row order, so db does not depend on
+ * the chunking. */
 static void cpu_linear_backward(const df_backend *be, float *dx, float *dw, float *db, const float *dout,
                                 const float *x, const float *w, int64_t m, int64_t in, int64_t o)
 {
-#pragma omp parallel num_threads(linear_threads(be, m, in, o))
-	{
-		int64_t r0, r1, o0, o1;
-		thread_range(m, &r0, &r1);
-		thread_range(o, &o0, &o1);
-		if (dx && r0 < r1) /* dx (m, in) += dout (m, o) w (o, in) */
+	int threads = linear_threads(be, m, in, o);
+	int64_t rows = chunk_len(m, threads), features = chunk_len(o, threads);
+	int64_t dx_chunks = dx ? chunk_count(m, rows) : 0, dw_chunks = dw || db ? chunk_count(o, features) : 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+	for (int64_t chunk = 0; chunk < dx_chunks + dw_chunks; chunk++) {
+		if (chunk < dx_chunks) { /* dx (m, in) += dout (m, o) w (o, in) */
+			int64_t r0 = chunk * rows, r1 = r0 + rows < m ? r0 + rows : m;
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)in, (int)o, 1.0f,
 			            dout + r0 * o, (int)o, w, (int)in, 1.0f, dx + r0 * in, (int)in);
-		if (dw && o0 < o1) /* dw (o, in) += dout^T (o, m) x (m, in) */
+			continue;
+		}
+		int64_t o0 = (chunk - dx_chunks) * features, o1 = o0 + features < o ? o0 + features : o;
+		if (dw) /* dw (o, in) += dout^T (o, m) x (m, in) */
 			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(o1 - o0), (int)in, (int)m, 1.0f, dout + o0,
 			            (int)o, x, (int)in, 1.0f, dw + o0 * in, (int)in);
-		for (int64_t r = 0; db && o0 < o1 && r < m; r++) {
+		for (int64_t r = 0; db && r < m; r++) {
 			const float *row = dout + r * o;
 #pragma omp simd
 			for (int64_t c = o0; c < o1; c++)
