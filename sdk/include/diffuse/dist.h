@@ -27,6 +27,11 @@ int df_dist_available(void);
 /* Sums n floats (or doubles) over the ranks, in place, on every rank. */
 int df_dist_allreduce_sum_f32(float *v, size_t n, df_error *err);
 int df_dist_allreduce_sum_f64(double *v, size_t n, df_error *err);
+/* The same for n floats in GPU memory (a CUDA backend's gradient block):
+ * NCCL when built with MPI and CUDA, joined on the first call (which every
+ * rank makes at the same step); one process: nothing to do; a build
+ * without NCCL under mpirun: DF_ENOTSUP. */
+int df_dist_allreduce_sum_device_f32(float *device_values, size_t n, df_error *err);
 /* Every rank gives n floats; every rank receives size*n in rank order.
  * `mine` may be the rank's own part of `all` (all + rank * n). */
 int df_dist_allgather_f32(const float *mine, float *all, size_t n, df_error *err);

@@ -8,6 +8,9 @@
 #ifdef DF_HAVE_MPI
 #include <mpi.h>
 #endif
+#ifdef DF_HAVE_NCCL
+#include "dist_nccl.h"
+#endif
 
 static int dist_rank = 0, dist_size = 1;
 #ifdef DF_HAVE_MPI
@@ -69,6 +72,9 @@ int df_dist_init(int *argc, char ***argv, df_error *err)
 
 void df_dist_finalize(void)
 {
+#ifdef DF_HAVE_NCCL
+	dfr_nccl_finalize();
+#endif
 #ifdef DF_HAVE_MPI
 	if (dist_joined)
 		MPI_Finalize();
@@ -125,6 +131,21 @@ int df_dist_allreduce_sum_f64(double *v, size_t n, df_error *err)
 	(void)n;
 	(void)err;
 	return DF_OK;
+}
+
+int df_dist_allreduce_sum_device_f32(float *device_values, size_t n, df_error *err)
+{
+	if (dist_size == 1)
+		return DF_OK;
+#ifdef DF_HAVE_NCCL
+	int rc = dfr_nccl_init(dist_rank, dist_size, err);
+	return rc ? rc : dfr_nccl_allreduce_sum(device_values, n, err);
+#else
+	(void)device_values;
+	(void)n;
+	return df_error_set(err, DF_ENOTSUP, "rank %d: GPU gradients across ranks need a build with MPI and CUDA (NCCL)",
+	                    dist_rank);
+#endif
 }
 
 int df_dist_allgather_f32(const float *mine, float *all, size_t n, df_error *err)
