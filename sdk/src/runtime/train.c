@@ -162,7 +162,7 @@ static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
 
 typedef struct step_stats {
 	double loss, grad_norm, lr;
-	double t_data, t_forward, t_backward, t_optim;
+	double t_data, t_forward, t_backward, t_reduce, t_optim;
 } step_stats;
 
 static void log_step(trainer *tr, int64_t step, const step_stats *s)
@@ -185,11 +185,12 @@ static void log_step(trainer *tr, int64_t step, const step_stats *s)
 	json_t *quartiles = json_array();
 	for (int q = 0; q < 4; q++)
 		json_array_append_new(quartiles, count[q] > 0 ? json_real(sum[q] / count[q]) : json_null());
-	double total = s->t_data + s->t_forward + s->t_backward + s->t_optim;
-	json_t *line = json_pack("{s:I, s:f, s:o, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}", "step", (json_int_t)step,
-	                         "loss", s->loss, "loss_by_t_quartile", quartiles, "grad_norm", s->grad_norm, "lr",
-	                         s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0, "time_s", "data",
-	                         s->t_data, "forward", s->t_forward, "backward", s->t_backward, "optimiser", s->t_optim);
+	double total = s->t_data + s->t_forward + s->t_backward + s->t_reduce + s->t_optim;
+	json_t *line = json_pack("{s:I, s:f, s:o, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f}}", "step",
+	                         (json_int_t)step, "loss", s->loss, "loss_by_t_quartile", quartiles, "grad_norm",
+	                         s->grad_norm, "lr", s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0,
+	                         "time_s", "data", s->t_data, "forward", s->t_forward, "backward", s->t_backward,
+	                         "reduce", s->t_reduce, "optimiser", s->t_optim);
 	if (line) {
 		json_dumpf(line, tr->log, JSON_COMPACT);
 		fputc('\n', tr->log);
@@ -318,6 +319,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	double t3 = dfr_now();
 	if ((rc = reduce_gradients(tr, s, err)))
 		return rc;
+	s->t_reduce = dfr_now() - t3;
+	t3 += s->t_reduce;
 	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
