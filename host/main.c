@@ -498,7 +498,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "diffuse: %s\n", dist_err.msg);
 		return EXIT_RUNTIME;
 	}
-	int status = run_command(argc, argv);
+	/* Only training is split across ranks; every other command runs on
+	 * rank 0 alone, so outputs are written once. */
+	int status = EXIT_OK;
+	if (df_dist_rank() == 0 || (argc >= 2 && (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "run") == 0)))
+		status = run_command(argc, argv);
 	df_dist_finalize();
 	return status;
 }

@@ -141,7 +141,8 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		sample = 0;
 		ran = 1;
 	}
-	if (status == DF_OK && sample && df_pipeline_has_stage(p, "sample")) {
+	/* Sampling is not split across ranks: rank 0 samples. */
+	if (status == DF_OK && sample && df_dist_rank() == 0 && df_pipeline_has_stage(p, "sample")) {
 		const df_pipeline_section *sec = df_pipeline_get(p, "sample");
 		const df_sample_settings *s = sec->values;
 		char out[4096];
@@ -151,7 +152,7 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		ran = 1;
 	}
 	free(dir);
-	if (!ran)
+	if (!ran && df_dist_rank() == 0)
 		printf("%s: nothing to run: the pipeline has no train or sample section\n", a->file);
 	return status ? report_failure(train ? "train" : "run", status, &err) : EXIT_OK;
 }

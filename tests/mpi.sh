@@ -98,6 +98,11 @@ expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/switch" $det
 grep_in out "at step 10"
 same "$tmp/one" "$tmp/switch" "10 steps on two ranks and 10 on one differ from 20 on one"
 
+# Commands other than training run once, on rank 0.
+expect 0 $mpirun -np 2 "$diffuse" sample --checkpoint "$tmp/one/tiny/checkpoint.safetensors" --out "$tmp/grid.png"
+[ "$(grep -c "samples from" "$tmp/out")" -eq 1 ] || { fail "two ranks did not sample once:"; sed 's/^/  /' "$tmp/out"; }
+[ -s "$tmp/grid.png" ] || fail "no grid from sampling under mpirun"
+
 # A global batch the ranks cannot share.
 expect 1 $mpirun -np 2 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/odd" -o train.batch=15
 grep_in err "train.batch = 15 does not divide across 2 ranks"
