@@ -2,9 +2,8 @@
 # Sets up a fresh Debian 12 machine and runs the main job:
 #   installs the Debian packages diffuse needs (apt-get, when missing),
 #   builds and installs diffuse into ./_install, and runs the quickstart
-#   pipeline there (pipelines/quickstart.cfg once it exists; until the
-#   DiT/SiT training stage arrives, the shapes pipeline, which is checked
-#   and resolved into runs/).
+#   pipeline: a small class-conditional DiT trained on Fashion-MNIST, whose
+#   sample grid (one row per class) lands in runs/quickstart/samples.png.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,7 +29,6 @@ fi
 make -j"$(nproc)" install
 
 pipeline=pipelines/quickstart.cfg
-[ -f "$pipeline" ] || pipeline=pipelines/shapes.cfg
 "$prefix/bin/diffuse" check "$pipeline"
 "$prefix/bin/diffuse" run "$pipeline"
-echo "quickstart: done; the run folder is runs/ (diffuse plugins lists what this install can do)"
+echo "quickstart: done; the sample grid is runs/quickstart/samples.png (one row per class)"

@@ -82,8 +82,13 @@ static void use_build_tree_plugins(void)
 	char build_host[PATH_MAX];
 	snprintf(build_host, sizeof build_host, "%s/host/.libs", DF_BUILD_DIR);
 	char real_build_host[PATH_MAX];
-	if (realpath(build_host, real_build_host) && strcmp(exe, real_build_host) == 0)
+	if (realpath(build_host, real_build_host) && strcmp(exe, real_build_host) == 0) {
 		setenv("DIFFUSE_PLUGIN_SYSTEM_PATH", DF_BUILD_PLUGIN_PATH, 1);
+#ifdef DF_BUILD_DATA_DIR
+		/* and the source tree's data (the metrics' feature weights) */
+		setenv("DIFFUSE_DATA_DIR", DF_BUILD_DATA_DIR, 0);
+#endif
+	}
 #endif
 }
 
@@ -258,6 +263,7 @@ static int cmd_plugins(int argc, char **argv)
 	if (!reg)
 		return EXIT_RUNTIME;
 	print_refusals(reg);
+	printf("backends: %s\n", df_backends());
 	size_t n = df_registry_count(reg);
 	const df_component_info **rows = calloc(n + 1, sizeof *rows);
 	if (!rows) {
@@ -443,6 +449,8 @@ static int cmd_help(int argc, char **argv)
 	return found ? EXIT_OK : EXIT_USAGE;
 }
 
+int cmd_eval(int argc, char **argv); /* cmd_eval.c */
+
 static const command commands[] = {
 	{"run", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR]",
 	 "Checks the pipeline, creates RUNS_DIR/<name>/ with the resolved pipeline.cfg\n"
@@ -453,6 +461,13 @@ static const command commands[] = {
 	 "well typed and in range. Errors read file:line: message.",
 	 cmd_check},
 	HOST_STAGE_COMMANDS
+	{"eval", "[PIPELINE] --checkpoint F [--count N] [--metrics fd,prec-recall,class-acc] [--json] [--no-reference]",
+	 "Generates N samples (default 10000) with the pipeline's sampler and guidance, streams\n"
+	 "them and as many test images through the metrics, and prints a table with FD's floor\n"
+	 "FD(test, train) and ceiling FD(noise, test); appends it to the run's log.jsonl. --json\n"
+	 "prints one summary object on stdout (the table goes to stderr). Exit status 0 done,\n"
+	 "1 failure while running, 2 bad usage or pipeline.",
+	 cmd_eval},
 	{"plugins", "", "Lists every loaded component: kind, name, version, file, summary.", cmd_plugins},
 	{"forward", FORWARD_USAGE,
 	 "Runs the pipeline's backbone once in eval mode on x, t and y of IN and writes out;\n"
@@ -516,6 +531,7 @@ static int run_command(int argc, char **argv)
 	const char *name = argv[1];
 	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
 		printf("diffuse %s (plugin ABI %d.%d)\n", df_version_string(), DF_ABI_MAJOR, DF_ABI_MINOR);
+		printf("backends: %s\n", df_backends());
 		return EXIT_OK;
 	}
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {

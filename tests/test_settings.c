@@ -211,6 +211,7 @@ static void test_runtime_sections_are_declared(void **state)
 	assert_int_equal(df_settings_defaults(df_runtime_section("train", NULL), &train, &err), DF_OK);
 	assert_int_equal(train.batch, 64);
 	assert_true(train.ema > 0.99);
+	df_settings_release(df_runtime_section("train", NULL), &train);
 	assert_null(df_runtime_section("dataset", NULL));
 }
 

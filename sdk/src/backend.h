@@ -57,6 +57,17 @@ struct df_conv2d_shape {
 /* The pointwise functions of unary_forward / unary_backward. */
 enum df_unary_fn { DF_UNARY_EXP, DF_UNARY_LOG, DF_UNARY_SOFTPLUS, DF_UNARY_TANH };
 
+/* The float factors of one AdamW step, formed on the host in double as
+ * df_adamw_step forms them (diffuse/optim.h). */
+struct df_adamw_factors {
+	float decay_factor; /* 1 - lr wd */
+	int decays;         /* wd != 0 */
+	float w1, b2, w2;   /* 1 - beta1, beta2, 1 - beta2 */
+	float bias2_sqrt;   /* sqrt(1 - beta2^t) */
+	float eps;
+	float neg_step;     /* -lr / (1 - beta1^t) */
+};
+
 struct df_backend {
 	const char *name;
 	int threads; /* worker threads for this context */
@@ -234,10 +245,38 @@ struct df_backend {
 	                              const int32_t *labels, int64_t rows, int64_t k);
 	void (*cross_entropy_backward)(const df_backend *be, float *dlogits, const float *dout, const float *logits,
 	                               const float *lse, const int32_t *labels, int64_t rows, int64_t k);
+
+	/* ---- optimiser over a parameter block (optional) ---- */
+	/* One fused pass of AdamW (the factors as df_adamw_step forms them;
+	 * decay_mask backend memory or NULL) and of the EMA update. NULL on a
+	 * backend whose memory the host functions of diffuse/optim.h can use
+	 * directly (cpu). */
+	void (*adamw_step)(const df_backend *be, float *params, const float *grads, float *m, float *v,
+	                   const uint8_t *decay_mask, int64_t n, const struct df_adamw_factors *f);
+	void (*ema_update)(const df_backend *be, float *ema, const float *params, int64_t n, float decay);
+	/* Index of the first non-finite value of x[0..n), or -1; NULL on a
+	 * backend whose memory the host reads directly (cpu). */
+	int64_t (*first_nonfinite)(const df_backend *be, const float *x, int64_t n);
+	/* sum x[i]^2 in double, in an order fixed by n alone (gradient norm);
+	 * NULL as above. */
+	double (*sum_squares)(const df_backend *be, const float *x, int64_t n);
 };
 
 /* Backend constructors (internal names start with dfi_, so libdiffuse does
  * not export them): fill *be for `threads` workers. */
 int dfi_backend_cpu_init(df_backend *be, int threads);
+#ifdef DF_HAVE_CUDA
+/* The CUDA backend on the current device; on failure writes one line
+ * naming the cause (no device, no driver, ...) into msg. */
+#ifdef __cplusplus
+extern "C"
+#endif
+int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len);
+/* One line naming the device, for df_ctx_describe. */
+#ifdef __cplusplus
+extern "C"
+#endif
+void dfi_cuda_describe(char *buf, size_t n);
+#endif
 
 #endif

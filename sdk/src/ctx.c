@@ -52,6 +52,29 @@ static int physical_cores(void)
 	return npairs > 0 ? npairs : 1;
 }
 
+/* A context on the CUDA backend, or the one-line reason there is none. */
+static int create_cuda(df_ctx **out, df_error *err)
+{
+#ifdef DF_HAVE_CUDA
+	char why[256] = "";
+	df_backend be;
+	if (dfi_backend_cuda_init(&be, why, sizeof why) != 0)
+		return df_error_set(err, DF_ENOTSUP, "device cuda: %s", why);
+	df_ctx *ctx = calloc(1, sizeof *ctx);
+	if (!ctx)
+		return df_error_set(err, DF_ENOMEM, "df_ctx_create: out of memory");
+	ctx->backend = be;
+	ctx->physical_cores = physical_cores();
+	snprintf(ctx->device, sizeof ctx->device, "cuda");
+	dfi_cuda_describe(ctx->description, sizeof ctx->description);
+	*out = ctx;
+	return DF_OK;
+#else
+	(void)out;
+	return df_error_set(err, DF_ENOTSUP, "device cuda: this build has no CUDA backend (configure --with-cuda)");
+#endif
+}
+
 int df_ctx_create(df_ctx **out, const char *device, int threads, df_error *err)
 {
 	if (!out)
@@ -59,11 +82,10 @@ int df_ctx_create(df_ctx **out, const char *device, int threads, df_error *err)
 	*out = NULL;
 	if (!device)
 		device = "cpu";
-	if (strcmp(device, "cpu") != 0) {
-		if (strcmp(device, "cuda") == 0)
-			return df_error_set(err, DF_ENOTSUP, "device cuda: this build has no CUDA backend");
+	if (strcmp(device, "cuda") == 0)
+		return create_cuda(out, err);
+	if (strcmp(device, "cpu") != 0)
 		return df_error_set(err, DF_EINVAL, "device '%s': unknown (expected cpu or cuda)", device);
-	}
 	df_ctx *ctx = calloc(1, sizeof *ctx);
 	if (!ctx)
 		return df_error_set(err, DF_ENOMEM, "df_ctx_create: out of memory");
@@ -81,6 +103,15 @@ int df_ctx_create(df_ctx **out, const char *device, int threads, df_error *err)
 	         ctx->physical_cores);
 	*out = ctx;
 	return DF_OK;
+}
+
+const char *df_backends(void)
+{
+#ifdef DF_HAVE_CUDA
+	return "cpu cuda";
+#else
+	return "cpu";
+#endif
 }
 
 void df_ctx_destroy(df_ctx *ctx)

@@ -6,43 +6,17 @@
 #include <math.h>
 
 #include "diffuse/rng.h"
-
-/* Multipliers and Weyl key increments of Philox4x32 (Random123). */
-#define PHILOX_M0 UINT32_C(0xD2511F53)
-#define PHILOX_M1 UINT32_C(0xCD9E8D57)
-#define PHILOX_W0 UINT32_C(0x9E3779B9)
-#define PHILOX_W1 UINT32_C(0xBB67AE85)
+#include "philox.h"
 
 void df_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4])
 {
-	uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
-	uint32_t k0 = key[0], k1 = key[1];
-
-	for (int round = 0; round < 10; round++) {
-		uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
-		uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
-		uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-		uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-		c0 = n0;
-		c1 = (uint32_t)p1;
-		c2 = n2;
-		c3 = (uint32_t)p0;
-		k0 += PHILOX_W0;
-		k1 += PHILOX_W1;
-	}
-	out[0] = c0;
-	out[1] = c1;
-	out[2] = c2;
-	out[3] = c3;
+	dfi_philox4x32_10(ctr, key, out);
 }
 
 void df_rng_block(uint64_t seed, uint64_t stream, uint64_t step, uint64_t block,
 		  uint32_t out[4])
 {
-	const uint32_t key[2] = { (uint32_t)seed, (uint32_t)(seed >> 32) };
-	const uint32_t ctr[4] = { (uint32_t)block, (uint32_t)(block >> 32),
-				  (uint32_t)step, (uint32_t)stream };
-	df_philox4x32_10(ctr, key, out);
+	dfi_rng_block(seed, stream, step, block, out);
 }
 
 uint32_t df_rng_u32(uint64_t seed, uint64_t stream, uint64_t step, uint64_t index)
@@ -52,16 +26,9 @@ uint32_t df_rng_u32(uint64_t seed, uint64_t stream, uint64_t step, uint64_t inde
 	return w[index % 4];
 }
 
-/* 23 random bits centred in their interval: every value is exact in float
- * and lies in [2^-24, 1 - 2^-24]. */
-static inline float uniform_from_word(uint32_t word)
-{
-	return ((float)(word >> 9) + 0.5f) * 0x1p-23f;
-}
-
 float df_rng_uniform(uint64_t seed, uint64_t stream, uint64_t step, uint64_t index)
 {
-	return uniform_from_word(df_rng_u32(seed, stream, step, index));
+	return dfi_uniform_from_word(df_rng_u32(seed, stream, step, index));
 }
 
 /* Box-Muller on one pair of words, in double so the float result does not
@@ -116,7 +83,7 @@ static void fill_blocks(void *dst, size_t n, enum fill_kind kind, float keep_pro
 			normals_of_block(w, vals);
 		else
 			for (unsigned k = 0; k < 4; k++)
-				vals[k] = uniform_from_word(w[k]);
+				vals[k] = dfi_uniform_from_word(w[k]);
 		for (unsigned k = 0; k < 4; k++) {
 			uint64_t idx = block * 4 + k;
 			if (idx < first_index || idx - first_index >= n)

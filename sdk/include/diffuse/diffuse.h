@@ -12,6 +12,7 @@
 #include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
+#include "diffuse/eval.h"
 #include "diffuse/dist.h"
 
 #ifdef __cplusplus

@@ -52,6 +52,22 @@ int df_adamw_step(float *params, const float *grads, float *m, float *v,
 /* ema = decay * ema + (1 - decay) * params, over n elements. */
 void df_ema_update(float *ema, const float *params, size_t n, float decay);
 
+/* The same two updates over a finalized parameter block wherever its
+ * memory lives (cpu or cuda): one fused pass over the trainable part.
+ * df_params_ema_update needs two blocks of the same layout (a copy of the
+ * model's registration). Both return 0 or a df_status with err filled. */
+typedef struct df_params df_params;
+int df_params_adamw_step(df_params *p, const df_adamw_config *cfg, int64_t t, df_error *err);
+int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *err);
+/* DF_OK when every trainable value of `part` (DF_PARAMS_VALUES or
+ * DF_PARAMS_GRADS, see tensor.h) is finite; otherwise DF_ENUMERIC with err
+ * naming the first tensor holding a NaN or infinity and the element, so a
+ * training loop can stop before the bad update reaches a checkpoint. */
+int df_params_check_finite(df_params *p, int part, df_error *err);
+/* df_clip_grad_norm over the trainable gradients of the block, wherever
+ * they live: *norm gets the norm before clipping (may be non-finite). */
+int df_params_clip_grad_norm(df_params *p, double max_norm, double *norm, df_error *err);
+
 /* The decay to use at 0-based EMA step k: min(decay, (1 + k) / (10 + k))
  * when warmup is non-zero, else decay. */
 float df_ema_decay_at(float decay, int64_t k, int warmup);

@@ -164,6 +164,32 @@ typedef struct df_objective_vtable {
 	void *(*extension)(void *self, const char *name); /* optional */
 } df_objective_vtable;
 
+/* Data beyond the batch. An objective whose target needs more of
+ * the training set than the batch (STF's reference batch, the nearest-
+ * neighbour estimator's search) answers extension(self,
+ * DF_OBJECTIVE_DATASET_ACCESS) with a df_objective_dataset_hook. The
+ * training stage calls attach once after create and before the first loss;
+ * `access` and what it points to stay valid until the objective is
+ * destroyed. Stages that never call loss (sampling) do not attach. The
+ * interface is reached by name, so the ABI version is unchanged: a host
+ * that never asks leaves the objective unattached, and its loss says so. */
+#define DF_OBJECTIVE_DATASET_ACCESS "dataset-access"
+
+typedef struct df_dataset_access {
+	size_t struct_size;
+	int64_t count; /* items in the training set */
+	int64_t dim;   /* values per item in model space (encoded C * H * W) */
+	/* Writes items indices[0..n) into out (n * dim floats), in model space:
+	 * through the pipeline's encoder, as the batch's x0 is. */
+	int (*fetch)(void *ctx, const int64_t *indices, int64_t n, float *out, df_error *err);
+	void *ctx;
+} df_dataset_access;
+
+typedef struct df_objective_dataset_hook {
+	size_t struct_size;
+	int (*attach)(void *self, const df_dataset_access *access, df_error *err);
+} df_objective_dataset_hook;
+
 /* ------------------------------------------------------------------ */
 /* Sampler: integrates from noise to data through the objective's process.
  * It sees the model only through `denoise`, which the runtime implements

@@ -66,6 +66,8 @@ const char *df_ctx_device(const df_ctx *ctx);
 int df_ctx_threads(const df_ctx *ctx);
 /* One line for logs, e.g. "cpu: 2 threads (2 physical cores available), ...". */
 const char *df_ctx_describe(const df_ctx *ctx);
+/* The backends this build of libdiffuse has, e.g. "cpu cuda". */
+const char *df_backends(void);
 
 /* ------------------------------------------------------------------ */
 /* Parameter blocks. Register every tensor, then finalize once: one

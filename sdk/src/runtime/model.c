@@ -121,6 +121,13 @@ int dfr_model_open(dfr_model *m, const df_pipeline *p, df_error *err)
 	const df_pipeline_settings *top = df_pipeline_top(p);
 	m->seed = (uint64_t)top->seed;
 	int rc = df_ctx_create(&m->ctx, top->device, (int)top->threads, err);
+	/* The stages keep the EMA set, checkpoints and optimiser steps in host
+	 * memory; until they go through the block-level functions, refuse other
+	 * devices here rather than read device pointers on the host. */
+	if (!rc && strcmp(df_ctx_device(m->ctx), "cpu") != 0)
+		rc = df_error_set(err, DF_ENOTSUP,
+		                  "device %s: the training and sampling stages run on the cpu backend only for now",
+		                  df_ctx_device(m->ctx));
 	if (!rc)
 		rc = open_components(m, p, err);
 	if (rc)

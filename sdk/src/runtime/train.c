@@ -46,6 +46,7 @@ typedef struct trainer {
 	FILE *log;
 	char checkpoint[4096];
 	int64_t saved_step; /* -1: no checkpoint written or found */
+	df_dataset_access access; /* for objectives that read beyond the batch */
 } trainer;
 
 static void say(const trainer *tr, const char *fmt, ...) DF_PRINTF(2, 3);
@@ -399,6 +400,53 @@ static int split_batch(trainer *tr, const df_pipeline *p, df_error *err)
 	return DF_OK;
 }
 
+/* Items of the training set in model space, for objectives that read beyond
+ * the batch: fetched and encoded in chunks on a graph of their own. */
+static int fetch_encoded(void *ctx, const int64_t *indices, int64_t n, float *out, df_error *err)
+{
+	trainer *tr = ctx;
+	dfr_model *m = &tr->m;
+	const int64_t chunk = 256, dim = tr->access.dim;
+	float *images = malloc((size_t)(chunk * tr->image_dim) * sizeof *images);
+	int32_t *labels = malloc((size_t)chunk * sizeof *labels);
+	df_graph *g = df_graph_create(m->ctx, 0);
+	int rc = images && labels && g ? DF_OK : df_error_set(err, DF_ENOMEM, "dataset access: out of memory");
+	for (int64_t at = 0; !rc && at < n; at += chunk) {
+		int64_t k = n - at < chunk ? n - at : chunk;
+		if ((rc = m->dataset->fetch(m->dataset_self, indices + at, k, images, labels, err)))
+			break;
+		if (!m->encoder) {
+			memcpy(out + at * dim, images, (size_t)(k * dim) * sizeof *out);
+			continue;
+		}
+		df_graph_reset(g);
+		df_tensor *x = df_tensor_from_host(g, images, 4, (const int64_t[]){k, m->data.channels, m->data.height,
+		                                                                   m->data.width});
+		df_tensor *z = NULL;
+		if (!(rc = df_graph_status(g, err)) && !(rc = m->encoder->encode(m->encoder_self, g, x, &z, err)))
+			rc = df_tensor_read(z, out + at * dim, err);
+	}
+	df_graph_destroy(g);
+	free(images);
+	free(labels);
+	return rc;
+}
+
+/* Hands the training set to an objective that asks for it. */
+static int attach_dataset(trainer *tr, df_error *err)
+{
+	dfr_model *m = &tr->m;
+	const df_objective_dataset_hook *hook =
+		m->objective->extension ? m->objective->extension(m->objective_self, DF_OBJECTIVE_DATASET_ACCESS) : NULL;
+	if (!hook)
+		return DF_OK;
+	const df_shape3 *s = m->encoder ? &m->latent : &(df_shape3){m->data.channels, m->data.height, m->data.width};
+	tr->access = (df_dataset_access){sizeof tr->access, m->data.count, (int64_t)s->channels * s->height * s->width,
+	                                 fetch_encoded, tr};
+	int rc = hook->attach(m->objective_self, &tr->access, err);
+	return rc ? df_error_prefix(err, rc, "objective") : DF_OK;
+}
+
 static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 {
 	dfr_model *m = &tr->m;
@@ -446,6 +494,8 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 	if (!tr->images || !tr->labels || !tr->index || !tr->t_drawn || !tr->loss_each || !tr->perm[0] || !tr->perm[1] ||
 	    !tr->graph || (tr->deterministic && !tr->pass_grads))
 		return df_error_set(err, DF_ENOMEM, "training: out of memory");
+	if ((rc = attach_dataset(tr, err)))
+		return rc;
 	if (tr->rank == 0) {
 		char log_path[4096];
 		dfr_join(log_path, sizeof log_path, tr->o->run_dir, "log.jsonl");
