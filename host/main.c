@@ -502,9 +502,28 @@ static void print_usage(FILE *out)
 	        df_registry_system_dir());
 }
 
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
 	use_build_tree_plugins();
+	/* Under mpirun, join the job (data-parallel training); else one process. */
+	df_error dist_err;
+	if (df_dist_init(&argc, &argv, &dist_err) != DF_OK) {
+		fprintf(stderr, "diffuse: %s\n", dist_err.msg);
+		return EXIT_RUNTIME;
+	}
+	/* Only training is split across ranks; every other command runs on
+	 * rank 0 alone, so outputs are written once. */
+	int status = EXIT_OK;
+	if (df_dist_rank() == 0 || (argc >= 2 && (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "run") == 0)))
+		status = run_command(argc, argv);
+	df_dist_finalize();
+	return status;
+}
+
+static int run_command(int argc, char **argv)
+{
 	if (argc < 2) {
 		print_usage(stderr);
 		return EXIT_USAGE;

@@ -74,7 +74,35 @@ static int report_failure(const char *command, int status, const df_error *err)
 {
 	end_progress();
 	fprintf(stderr, "diffuse %s: %s\n", command, err->msg);
+	/* The other ranks wait in a collective for this one: end the job. */
+	df_dist_abort(exit_code(status), err->msg);
 	return exit_code(status);
+}
+
+/* Rank 0 makes the run folder and its pipeline.cfg; the others wait for
+ * it and only name the folder. */
+static int prepare_run_dir(const pipeline_args *a, const df_pipeline *p, char **dir, df_error *err)
+{
+	int rc = DF_OK;
+	if (df_dist_rank() == 0)
+		rc = df_run_prepare(p, a->runs_dir, dir, err);
+	if (df_dist_size() == 1)
+		return rc;
+	/* A failure on rank 0 aborts the job before the barrier. */
+	if (rc) {
+		fprintf(stderr, "diffuse: %s\n", err->msg);
+		df_dist_abort(EXIT_RUNTIME, err->msg);
+	}
+	if ((rc = df_dist_barrier(err)))
+		return rc;
+	if (df_dist_rank() != 0) {
+		const char *name = df_pipeline_top(p)->name;
+		size_t len = strlen(a->runs_dir) + strlen(name) + 2;
+		if (!(*dir = malloc(len)))
+			return df_error_set(err, DF_ENOMEM, "out of memory");
+		snprintf(*dir, len, "%s/%s", a->runs_dir, name);
+	}
+	return DF_OK;
 }
 
 static df_stage_options stage_options(const char *run_dir)
@@ -95,11 +123,13 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 {
 	char *dir = NULL;
 	df_error err;
-	if (df_run_prepare(p, a->runs_dir, &dir, &err) != DF_OK) {
+	if (prepare_run_dir(a, p, &dir, &err) != DF_OK) {
 		fprintf(stderr, "diffuse: %s\n", err.msg);
+		df_dist_abort(EXIT_RUNTIME, err.msg);
 		return EXIT_RUNTIME;
 	}
-	printf("%s: resolved pipeline written to %s/pipeline.cfg\n", a->file, dir);
+	if (df_dist_rank() == 0)
+		printf("%s: resolved pipeline written to %s/pipeline.cfg\n", a->file, dir);
 	df_stage_options o = stage_options(dir);
 	int status = DF_OK, ran = 0;
 	if (train && df_pipeline_has_stage(p, "train")) {
@@ -111,7 +141,8 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		sample = 0;
 		ran = 1;
 	}
-	if (status == DF_OK && sample && df_pipeline_has_stage(p, "sample")) {
+	/* Sampling is not split across ranks: rank 0 samples. */
+	if (status == DF_OK && sample && df_dist_rank() == 0 && df_pipeline_has_stage(p, "sample")) {
 		const df_pipeline_section *sec = df_pipeline_get(p, "sample");
 		const df_sample_settings *s = sec->values;
 		char out[4096];
@@ -121,7 +152,7 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		ran = 1;
 	}
 	free(dir);
-	if (!ran)
+	if (!ran && df_dist_rank() == 0)
 		printf("%s: nothing to run: the pipeline has no train or sample section\n", a->file);
 	return status ? report_failure(train ? "train" : "run", status, &err) : EXIT_OK;
 }

@@ -13,6 +13,7 @@
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
 #include "diffuse/eval.h"
+#include "diffuse/dist.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -140,6 +140,9 @@ typedef struct df_train_settings {
 	double min_lr;           /* where cosine ends */
 	int ema_warmup;          /* decay min(ema, (1 + k) / (10 + k)) at EMA step k */
 	int64_t sample_every;    /* steps between EMA sample grids; 0 = only at the end */
+	/* appended for data-parallel runs */
+	int64_t micro_batch;     /* images per forward/backward; 0 = the rank's shard */
+	const char *reduce;      /* "mean" or "deterministic" */
 } df_train_settings;
 
 typedef struct df_sample_settings {

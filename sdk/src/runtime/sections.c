@@ -8,6 +8,7 @@
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const weight_sets[] = {"ema", "raw", NULL};
 static const char *const lr_schedules[] = {"constant", "cosine", NULL};
+static const char *const reductions[] = {"mean", "deterministic", NULL};
 static const char *const guidance_channel_sets[] = {"all", "first3", NULL};
 
 static const df_setting top_settings[] = {
@@ -42,6 +43,11 @@ static const df_setting train_settings[] = {
 	                "EMA decay min(ema, (1 + k) / (10 + k)) at EMA step k, so early averages forget the init"),
 	DF_SETTING_INT(df_train_settings, sample_every, "0", 0, 1e12,
 	               "steps between grids of EMA samples (sample section settings); 0 = only at the end"),
+	DF_SETTING_INT(df_train_settings, micro_batch, "0", 0, 1 << 20,
+	               "images per forward/backward pass; the step sums the passes' gradients; 0 = a rank's whole shard"),
+	DF_SETTING_CHOICE(df_train_settings, reduce, "mean", reductions,
+	                  "gradient reduction across MPI ranks: mean (one allreduce) or deterministic (micro-batch "
+	                  "gradients summed in global order: equal bit for bit whatever the number of ranks)"),
 	DF_SETTINGS_END,
 };
 

@@ -5,7 +5,13 @@
  * Everything random is a pure function of the seed and the step (data
  * order, label dropout, the objective's noise), so a run stopped at step k
  * and resumed from its checkpoint takes exactly the steps an uninterrupted
- * run takes. */
+ * run takes.
+ *
+ * Data parallel (dist.h): every rank runs this loop on its shard of each
+ * global batch, in micro-batches, and the gradients are averaged across
+ * the ranks before the identical optimiser and EMA steps; rank 0 alone
+ * writes. Noise is keyed by the global sample index, so the ranks draw
+ * what one process would. */
 #include "config.h"
 #include <inttypes.h>
 #include <jansson.h>
@@ -20,13 +26,19 @@ typedef struct trainer {
 	dfr_model m;
 	const df_train_settings *ts;
 	const df_stage_options *o;
-	int64_t batch;
+	int64_t batch;  /* the global batch of a step */
+	int64_t micro;  /* images of one forward/backward pass */
+	int64_t passes; /* passes per rank and step */
+	int rank, ranks;
+	int deterministic; /* sum every pass's gradient in global order */
+	int stop_all;      /* a rank was asked to stop: all stop after this step */
 	int64_t image_dim;
 	/* per-step host buffers, allocated once */
-	float *images;
-	int32_t *labels;
-	int64_t *index;
-	float *t_drawn, *loss_each;
+	float *images;   /* one micro-batch */
+	int32_t *labels; /* one micro-batch */
+	int64_t *index;  /* the whole global batch */
+	float *t_drawn, *loss_each; /* the whole global batch (gathered for the log) */
+	float *pass_grads; /* deterministic: every pass's gradient, global order */
 	/* data order of two consecutive epochs (a batch may straddle them) */
 	uint32_t *perm[2];
 	int64_t perm_epoch[2];
@@ -40,7 +52,7 @@ typedef struct trainer {
 static void say(const trainer *tr, const char *fmt, ...) DF_PRINTF(2, 3);
 static void say(const trainer *tr, const char *fmt, ...)
 {
-	if (!tr->o->message)
+	if (!tr->o->message || tr->rank != 0)
 		return;
 	char line[1024];
 	va_list ap;
@@ -78,12 +90,12 @@ static void batch_indices(trainer *tr, int64_t step)
 
 /* Labels become the null class with probability class_dropout, keyed by
  * (seed, sample index, step). */
-static void drop_labels(trainer *tr, int64_t step)
+static void drop_labels(trainer *tr, int64_t step, const int64_t *index)
 {
 	if (tr->m.data.num_classes <= 0)
 		return;
-	for (int64_t i = 0; i < tr->batch; i++)
-		if (df_rng_uniform(tr->m.seed, DFR_STREAM_LABEL_DROP, (uint64_t)step, (uint64_t)tr->index[i]) <
+	for (int64_t i = 0; i < tr->micro; i++)
+		if (df_rng_uniform(tr->m.seed, DFR_STREAM_LABEL_DROP, (uint64_t)step, (uint64_t)index[i]) <
 		    tr->ts->class_dropout)
 			tr->labels[i] = tr->m.data.num_classes;
 }
@@ -151,11 +163,17 @@ static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
 
 typedef struct step_stats {
 	double loss, grad_norm, lr;
-	double t_data, t_forward, t_backward, t_optim;
+	double t_data, t_forward, t_backward, t_reduce, t_optim;
 } step_stats;
 
 static void log_step(trainer *tr, int64_t step, const step_stats *s)
 {
+	/* Every rank gives its shard's draws; rank 0 logs the global batch. */
+	size_t shard = (size_t)(tr->batch / tr->ranks);
+	df_error ignored;
+	if (df_dist_allgather_f32(tr->t_drawn + (size_t)tr->rank * shard, tr->t_drawn, shard, &ignored) ||
+	    df_dist_allgather_f32(tr->loss_each + (size_t)tr->rank * shard, tr->loss_each, shard, &ignored))
+		return;
 	if (!tr->log)
 		return;
 	double sum[4] = {0}, count[4] = {0};
@@ -168,11 +186,12 @@ static void log_step(trainer *tr, int64_t step, const step_stats *s)
 	json_t *quartiles = json_array();
 	for (int q = 0; q < 4; q++)
 		json_array_append_new(quartiles, count[q] > 0 ? json_real(sum[q] / count[q]) : json_null());
-	double total = s->t_data + s->t_forward + s->t_backward + s->t_optim;
-	json_t *line = json_pack("{s:I, s:f, s:o, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}", "step", (json_int_t)step,
-	                         "loss", s->loss, "loss_by_t_quartile", quartiles, "grad_norm", s->grad_norm, "lr",
-	                         s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0, "time_s", "data",
-	                         s->t_data, "forward", s->t_forward, "backward", s->t_backward, "optimiser", s->t_optim);
+	double total = s->t_data + s->t_forward + s->t_backward + s->t_reduce + s->t_optim;
+	json_t *line = json_pack("{s:I, s:f, s:o, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f}}", "step",
+	                         (json_int_t)step, "loss", s->loss, "loss_by_t_quartile", quartiles, "grad_norm",
+	                         s->grad_norm, "lr", s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0,
+	                         "time_s", "data", s->t_data, "forward", s->t_forward, "backward", s->t_backward,
+	                         "reduce", s->t_reduce, "optimiser", s->t_optim);
 	if (line) {
 		json_dumpf(line, tr->log, JSON_COMPACT);
 		fputc('\n', tr->log);
@@ -184,19 +203,20 @@ static void log_step(trainer *tr, int64_t step, const step_stats *s)
 /* ------------------------------------------------------------------ */
 /* One step. */
 
-static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
+/* One forward and backward pass over the micro-batch at global batch
+ * position `first`; its gradient is added to the gradient block. */
+static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, df_error *err)
 {
 	dfr_model *m = &tr->m;
-	const df_train_settings *ts = tr->ts;
+	const int64_t *index = tr->index + first;
 	double t0 = dfr_now();
-	batch_indices(tr, step);
-	int rc = m->dataset->fetch(m->dataset_self, tr->index, tr->batch, tr->images, tr->labels, err);
+	int rc = m->dataset->fetch(m->dataset_self, index, tr->micro, tr->images, tr->labels, err);
 	if (rc)
 		return df_error_prefix(err, rc, "dataset");
-	drop_labels(tr, step);
+	drop_labels(tr, step, index);
 	df_graph *g = tr->graph;
 	df_graph_reset(g);
-	df_tensor *images = df_tensor_from_host(g, tr->images, 4, (const int64_t[]){tr->batch, m->data.channels,
+	df_tensor *images = df_tensor_from_host(g, tr->images, 4, (const int64_t[]){tr->micro, m->data.channels,
 	                                                                           m->data.height, m->data.width});
 	df_tensor *x0 = images;
 	if ((rc = df_graph_status(g, err)))
@@ -210,10 +230,10 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 		.y = m->data.num_classes > 0 ? tr->labels : NULL,
 		.seed = m->seed,
 		.step = (uint64_t)step,
-		.index = tr->index,
+		.index = index,
 		.images = images,
-		.t_out = tr->t_drawn,
-		.loss_out = tr->loss_each,
+		.t_out = tr->t_drawn + first,
+		.loss_out = tr->loss_each + first,
 	};
 	df_model_call call = {sizeof call, call_backbone, tr};
 	df_tensor *loss = NULL;
@@ -222,20 +242,86 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	float value = 0;
 	if ((rc = df_graph_status(g, err)) || (rc = df_tensor_read(loss, &value, err)))
 		return rc;
-	s->loss = value;
+	s->loss += value;
 	if (!isfinite(value)) {
 		char what[64];
 		snprintf(what, sizeof what, "the loss is %g", (double)value);
+		if (tr->ranks > 1)
+			snprintf(what + strlen(what), sizeof what - strlen(what), " on rank %d", tr->rank);
 		return numeric_failure(tr, step, what, err);
 	}
 	double t2 = dfr_now();
-	df_params_zero_grad(m->params);
 	if ((rc = df_backward(g, loss, err)))
 		return rc;
-	double t3 = dfr_now();
+	s->t_data += t1 - t0;
+	s->t_forward += t2 - t1;
+	s->t_backward += dfr_now() - t2;
+	return DF_OK;
+}
+
+/* The step's gradient: the mean over every pass of every rank. Mean mode
+ * accumulates the rank's passes in the block and sums the ranks with one
+ * allreduce; deterministic mode gathers every pass's gradient and sums
+ * them in global order, the grouping one process uses too. The loss and
+ * the stop requests travel in one small reduction beside it. */
+static int reduce_gradients(trainer *tr, step_stats *s, df_error *err)
+{
+	df_params *p = tr->m.params;
+	size_t n = (size_t)df_params_trainable_numel(p);
+	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	int64_t total = tr->passes * tr->ranks;
+	int rc;
+	if (tr->deterministic) {
+		size_t mine = (size_t)tr->passes * n;
+		if ((rc = df_dist_allgather_f32(tr->pass_grads + (size_t)tr->rank * mine, tr->pass_grads, mine, err)))
+			return rc;
+		memcpy(grads, tr->pass_grads, n * sizeof *grads);
+		for (int64_t k = 1; k < total; k++) {
+			const float *g = tr->pass_grads + (size_t)k * n;
+			for (size_t i = 0; i < n; i++)
+				grads[i] += g[i];
+		}
+	} else if ((rc = df_dist_allreduce_sum_f32(grads, n, err))) {
+		return rc;
+	}
+	if (total > 1) {
+		float scale = 1.0f / (float)total;
+		for (size_t i = 0; i < n; i++)
+			grads[i] *= scale;
+	}
+	double small[2] = {s->loss, tr->o->stop && *tr->o->stop ? 1.0 : 0.0};
+	if ((rc = df_dist_allreduce_sum_f64(small, 2, err)))
+		return rc;
+	s->loss = small[0] / (double)total;
+	tr->stop_all = small[1] > 0;
+	return DF_OK;
+}
+
+static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
+{
+	dfr_model *m = &tr->m;
+	const df_train_settings *ts = tr->ts;
+	int rc;
+	batch_indices(tr, step);
+	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
+	df_params_zero_grad(m->params);
 	int64_t n = df_params_trainable_numel(m->params);
 	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
 	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
+	for (int64_t j = 0; j < tr->passes; j++) {
+		int64_t pass = tr->rank * tr->passes + j;
+		if (tr->deterministic && j > 0)
+			df_params_zero_grad(m->params);
+		if ((rc = train_pass(tr, step, pass * tr->micro, s, err)))
+			return rc;
+		if (tr->deterministic)
+			memcpy(tr->pass_grads + (size_t)(pass * n), grads, (size_t)n * sizeof *grads);
+	}
+	double t3 = dfr_now();
+	if ((rc = reduce_gradients(tr, s, err)))
+		return rc;
+	s->t_reduce = dfr_now() - t3;
+	t3 += s->t_reduce;
 	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
@@ -259,11 +345,7 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 		m->ema_step++;
 	}
 	m->step = step + 1;
-	double t4 = dfr_now();
-	s->t_data = t1 - t0;
-	s->t_forward = t2 - t1;
-	s->t_backward = t3 - t2;
-	s->t_optim = t4 - t3;
+	s->t_optim = dfr_now() - t3;
 	return DF_OK;
 }
 
@@ -271,7 +353,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 
 static int save(trainer *tr, df_error *err)
 {
-	int rc = dfr_checkpoint_save(&tr->m, tr->checkpoint, err);
+	/* Every rank holds the same state: rank 0 writes it. */
+	int rc = tr->rank == 0 ? dfr_checkpoint_save(&tr->m, tr->checkpoint, err) : DF_OK;
 	if (!rc)
 		tr->saved_step = tr->m.step;
 	return rc;
@@ -283,7 +366,7 @@ static int grid(trainer *tr, int final, df_error *err)
 {
 	const df_pipeline_section *sec = df_pipeline_get(tr->m.pipeline, "sample");
 	const char *final_name = sec ? ((const df_sample_settings *)sec->values)->grid : "samples.png";
-	if (!tr->m.sampler || (final && !*final_name))
+	if (!tr->m.sampler || (final && !*final_name) || tr->rank != 0)
 		return DF_OK;
 	char name[64], path[4096], summary[512];
 	snprintf(name, sizeof name, "samples-%06" PRId64 ".png", tr->m.step);
@@ -293,6 +376,28 @@ static int grid(trainer *tr, int final, df_error *err)
 	if (!rc)
 		say(tr, "%s: %s", path, summary);
 	return rc;
+}
+
+/* The global batch over the ranks, and each rank's shard over passes. */
+static int split_batch(trainer *tr, const df_pipeline *p, df_error *err)
+{
+	const df_train_settings *ts = tr->ts;
+	tr->rank = df_dist_rank();
+	tr->ranks = df_dist_size();
+	tr->deterministic = strcmp(ts->reduce, "deterministic") == 0;
+	if (tr->batch % tr->ranks != 0)
+		return df_error_set(err, DF_EINVAL,
+		                    "%s: train.batch = %" PRId64 " does not divide across %d ranks: make it a multiple of %d",
+		                    df_pipeline_file(p), tr->batch, tr->ranks, tr->ranks);
+	int64_t shard = tr->batch / tr->ranks;
+	tr->micro = ts->micro_batch > 0 ? ts->micro_batch : shard;
+	if (shard % tr->micro != 0)
+		return df_error_set(err, DF_EINVAL,
+		                    "%s: train.micro_batch = %" PRId64 " does not divide a rank's %" PRId64
+		                    " images (train.batch %" PRId64 " over %d ranks)",
+		                    df_pipeline_file(p), tr->micro, shard, tr->batch, tr->ranks);
+	tr->passes = shard / tr->micro;
+	return DF_OK;
 }
 
 /* Items of the training set in model space, for objectives that read beyond
@@ -345,15 +450,17 @@ static int attach_dataset(trainer *tr, df_error *err)
 static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 {
 	dfr_model *m = &tr->m;
+	int rc;
 	const df_pipeline_section *sec = df_pipeline_get(p, "train");
 	if (!sec)
 		return df_error_set(err, DF_EINVAL, "%s: the pipeline has no train section", df_pipeline_file(p));
 	tr->ts = sec->values;
 	tr->batch = tr->ts->batch;
 	tr->saved_step = -1;
+	if ((rc = split_batch(tr, p, err)))
+		return rc;
 	tr->perm_epoch[0] = tr->perm_epoch[1] = -1;
-	int rc = dfr_model_open(m, p, err);
-	if (rc)
+	if ((rc = dfr_model_open(m, p, err)))
 		return rc;
 	if (m->data.count <= 0 || m->data.count > UINT32_MAX)
 		return df_error_set(err, DF_EINVAL, "dataset: %" PRId64 " items cannot be trained on", m->data.count);
@@ -373,26 +480,35 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 	if (tr->ts->ema > 0 && (rc = dfr_model_ensure_ema(m, err)))
 		return rc;
 	tr->image_dim = (int64_t)m->data.channels * m->data.height * m->data.width;
-	tr->images = malloc((size_t)(tr->batch * tr->image_dim) * sizeof *tr->images);
-	tr->labels = malloc((size_t)tr->batch * sizeof *tr->labels);
+	tr->images = malloc((size_t)(tr->micro * tr->image_dim) * sizeof *tr->images);
+	tr->labels = malloc((size_t)tr->micro * sizeof *tr->labels);
 	tr->index = malloc((size_t)tr->batch * sizeof *tr->index);
 	tr->t_drawn = calloc((size_t)tr->batch, sizeof *tr->t_drawn);
 	tr->loss_each = calloc((size_t)tr->batch, sizeof *tr->loss_each);
 	tr->perm[0] = malloc((size_t)m->data.count * sizeof *tr->perm[0]);
 	tr->perm[1] = malloc((size_t)m->data.count * sizeof *tr->perm[1]);
 	tr->graph = df_graph_create(m->ctx, 0);
+	if (tr->deterministic)
+		tr->pass_grads = malloc((size_t)(tr->passes * tr->ranks) *
+		                        (size_t)df_params_trainable_numel(m->params) * sizeof *tr->pass_grads);
 	if (!tr->images || !tr->labels || !tr->index || !tr->t_drawn || !tr->loss_each || !tr->perm[0] || !tr->perm[1] ||
-	    !tr->graph)
+	    !tr->graph || (tr->deterministic && !tr->pass_grads))
 		return df_error_set(err, DF_ENOMEM, "training: out of memory");
 	if ((rc = attach_dataset(tr, err)))
 		return rc;
-	char log_path[4096];
-	dfr_join(log_path, sizeof log_path, tr->o->run_dir, "log.jsonl");
-	tr->log = fopen(log_path, resumed ? "a" : "w");
-	if (!tr->log)
-		return df_error_set(err, DF_EIO, "%s: cannot write", log_path);
-	say(tr, "training %s: %" PRId64 " parameters, %" PRId64 " items, batch %" PRId64 ", %s",
-	    df_pipeline_top(p)->name, df_params_trainable_numel(m->params), m->data.count, tr->batch,
+	if (tr->rank == 0) {
+		char log_path[4096];
+		dfr_join(log_path, sizeof log_path, tr->o->run_dir, "log.jsonl");
+		tr->log = fopen(log_path, resumed ? "a" : "w");
+		if (!tr->log)
+			return df_error_set(err, DF_EIO, "%s: cannot write", log_path);
+	}
+	char ranks[96] = "";
+	if (tr->ranks > 1 || tr->passes > 1)
+		snprintf(ranks, sizeof ranks, " (%d rank%s x %" PRId64 " pass%s of %" PRId64 ", %s reduction)", tr->ranks,
+		         tr->ranks > 1 ? "s" : "", tr->passes, tr->passes > 1 ? "es" : "", tr->micro, tr->ts->reduce);
+	say(tr, "training %s: %" PRId64 " parameters, %" PRId64 " items, batch %" PRId64 "%s, %s",
+	    df_pipeline_top(p)->name, df_params_trainable_numel(m->params), m->data.count, tr->batch, ranks,
 	    df_ctx_describe(m->ctx));
 	return DF_OK;
 }
@@ -407,6 +523,7 @@ static void teardown(trainer *tr)
 	free(tr->index);
 	free(tr->t_drawn);
 	free(tr->loss_each);
+	free(tr->pass_grads);
 	free(tr->perm[0]);
 	free(tr->perm[1]);
 	dfr_model_close(&tr->m);
@@ -429,7 +546,9 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 	double start = dfr_now();
 	step_stats s = {0};
 	while (!rc && tr.m.step < ts->steps) {
-		if ((o->stop && *o->stop) || (o->max_steps > 0 && done >= o->max_steps))
+		/* Ranks stop together: on a request any of them saw last step. */
+		int stop = tr.ranks > 1 ? tr.stop_all : o->stop && *o->stop;
+		if (stop || (o->max_steps > 0 && done >= o->max_steps))
 			break;
 		int64_t step = tr.m.step;
 		rc = train_step(&tr, step, &s, err);
@@ -438,7 +557,7 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 		done++;
 		if (tr.m.step % ts->log_every == 0 || tr.m.step == ts->steps)
 			log_step(&tr, tr.m.step, &s);
-		if (o->progress) {
+		if (o->progress && tr.rank == 0) {
 			double elapsed = dfr_now() - start;
 			df_train_report r = {tr.m.step, ts->steps, s.loss, s.grad_norm, s.lr, 0, 0};
 			r.steps_per_s = elapsed > 0 ? (double)done / elapsed : 0;
@@ -459,7 +578,7 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 	}
 	if (!rc && !interrupted)
 		rc = grid(&tr, 1, err);
-	if (!rc && o->stop && *o->stop && interrupted)
+	if (!rc && ((o->stop && *o->stop) || tr.stop_all) && interrupted)
 		rc = df_error_set(err, DF_EINTR, "interrupted at step %" PRId64 "; %s saved, run again to resume",
 		                  tr.m.step, tr.checkpoint);
 	teardown(&tr);
