@@ -7,28 +7,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/diffuse-cli-XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 
-# expect STATUS COMMAND...: runs it, keeps stdout/stderr in $tmp/out, $tmp/err.
-expect() {
-	want=$1
-	shift
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	if [ "$got" != "$want" ]; then
-		echo "FAIL: exit $got, expected $want: $*"
-		sed 's/^/  stdout: /' "$tmp/out"
-		sed 's/^/  stderr: /' "$tmp/err"
-		failures=$((failures + 1))
-	fi
-}
-
-# grep_in FILE TEXT: TEXT (fixed string) must be in $tmp/FILE.
-grep_in() {
-	if ! grep -qF -- "$2" "$tmp/$1"; then
-		echo "FAIL: \"$2\" not in $1 of the last command:"
-		sed 's/^/  /' "$tmp/$1"
-		failures=$((failures + 1))
-	fi
-}
+# shellcheck source=tests/expect.sh
+. "$DF_TOP_SRCDIR/tests/expect.sh"
 
 expect 0 "$diffuse" --version
 grep_in out "diffuse "

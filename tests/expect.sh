@@ -1,4 +1,4 @@
-# Helpers for the shell tests, sourced after setting $tmp and failures=0.
+# Helpers for the shell tests (cli.sh, train_stages.sh, eval_cli.sh), sourced after setting $tmp and failures=0.
 # expect STATUS COMMAND...: runs it, keeps stdout/stderr in $tmp/out, $tmp/err.
 expect() {
 	want=$1
