@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "diffuse/plugin.h"
 #include "diffuse/rng.h"
 #include "ideal_target.h"
@@ -48,6 +49,7 @@ typedef struct knn_objective {
 	int64_t count, dim; /* the searched set */
 	float *items, *norms;
 	df_objective_dataset_hook hook;
+	df_objective_timer search_timer; /* the exact search, for the training log */
 } knn_objective;
 
 static void knn_destroy(void *self)
@@ -107,8 +109,16 @@ static int knn_create(const void *settings, df_ctx *ctx, void **self, df_error *
 	o->limit = s->limit;
 	o->draws = s->draws;
 	o->hook = (df_objective_dataset_hook){sizeof o->hook, knn_attach};
+	o->search_timer = (df_objective_timer){sizeof o->search_timer, "search", 0};
 	*self = o;
 	return DF_OK;
+}
+
+static double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* A max-heap of the k best (smallest) scores seen so far. */
@@ -261,9 +271,11 @@ static int knn_estimate(void *est, const df_loss_batch *batch, const float *x0, 
 	int64_t *nb = malloc(sizeof(int64_t) * (size_t)(n * k + 2 * m));
 	double *logw = malloc(sizeof(double) * (size_t)(k + m));
 	const float **refs = malloc(sizeof(float *) * (size_t)m);
+	double start = seconds_now();
 	int rc = nb && logw && refs && knn_search(o->items, o->norms, o->count, xt, alpha, n, d, k, nb) == 0
 	             ? DF_OK
 	             : df_error_set(err, DF_ENOMEM, "knn: out of memory");
+	o->search_timer.seconds += seconds_now() - start;
 	for (int64_t q = 0; !rc && q < n; q++) {
 		const float *x = xt + q * d;
 		if (sigma[q] <= 1e-12) { /* the weights are one-hot on the source */
@@ -309,6 +321,8 @@ static int knn_out_channels(void *self, int channels)
 static void *knn_extension(void *self, const char *name)
 {
 	knn_objective *o = self;
+	if (strcmp(name, DF_OBJECTIVE_TIMER) == 0)
+		return &o->search_timer;
 	return strcmp(name, DF_OBJECTIVE_DATASET_ACCESS) == 0 ? &o->hook : NULL;
 }
 

@@ -190,6 +190,20 @@ typedef struct df_objective_dataset_hook {
 	int (*attach)(void *self, const df_dataset_access *access, df_error *err);
 } df_objective_dataset_hook;
 
+/* A part of the loss the objective times itself (the nearest-neighbour
+ * search), for the training log. An objective answers extension(self,
+ * DF_OBJECTIVE_TIMER) with a df_objective_timer and adds to `seconds` in
+ * every loss call; the training stage zeroes it before each step and logs
+ * it as time_s.<name>, a part of time_s.forward. Reached by name: the ABI
+ * version is unchanged. */
+#define DF_OBJECTIVE_TIMER "timer"
+
+typedef struct df_objective_timer {
+	size_t struct_size;
+	const char *name; /* its key in the log's time_s, e.g. "search" */
+	double seconds;   /* wall seconds in this step's loss calls */
+} df_objective_timer;
+
 /* ------------------------------------------------------------------ */
 /* Sampler: integrates from noise to data through the objective's process.
  * It sees the model only through `denoise`, which the runtime implements

@@ -47,6 +47,7 @@ typedef struct trainer {
 	char checkpoint[4096];
 	int64_t saved_step; /* -1: no checkpoint written or found */
 	df_dataset_access access; /* for objectives that read beyond the batch */
+	df_objective_timer *objective_timer; /* NULL: the objective times nothing itself */
 } trainer;
 
 static void say(const trainer *tr, const char *fmt, ...) DF_PRINTF(2, 3);
@@ -164,6 +165,7 @@ static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
 typedef struct step_stats {
 	double loss, grad_norm, lr;
 	double t_data, t_forward, t_backward, t_reduce, t_optim;
+	double t_objective; /* the objective's own timer, within t_forward */
 } step_stats;
 
 static void log_step(trainer *tr, int64_t step, const step_stats *s)
@@ -192,6 +194,9 @@ static void log_step(trainer *tr, int64_t step, const step_stats *s)
 	                         s->grad_norm, "lr", s->lr, "images_per_s", total > 0 ? (double)tr->batch / total : 0.0,
 	                         "time_s", "data", s->t_data, "forward", s->t_forward, "backward", s->t_backward,
 	                         "reduce", s->t_reduce, "optimiser", s->t_optim);
+	if (line && tr->objective_timer && tr->objective_timer->name)
+		json_object_set_new(json_object_get(line, "time_s"), tr->objective_timer->name,
+		                    json_real(s->t_objective));
 	if (line) {
 		json_dumpf(line, tr->log, JSON_COMPACT);
 		fputc('\n', tr->log);
@@ -304,6 +309,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	int rc;
 	batch_indices(tr, step);
 	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
+	if (tr->objective_timer)
+		tr->objective_timer->seconds = 0;
 	df_params_zero_grad(m->params);
 	int64_t n = df_params_trainable_numel(m->params);
 	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
@@ -317,6 +324,7 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 		if (tr->deterministic)
 			memcpy(tr->pass_grads + (size_t)(pass * n), grads, (size_t)n * sizeof *grads);
 	}
+	s->t_objective = tr->objective_timer ? tr->objective_timer->seconds : 0;
 	double t3 = dfr_now();
 	if ((rc = reduce_gradients(tr, s, err)))
 		return rc;
@@ -496,6 +504,9 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 		return df_error_set(err, DF_ENOMEM, "training: out of memory");
 	if ((rc = attach_dataset(tr, err)))
 		return rc;
+	df_objective_timer *timer =
+		m->objective->extension ? m->objective->extension(m->objective_self, DF_OBJECTIVE_TIMER) : NULL;
+	tr->objective_timer = timer && timer->struct_size >= sizeof *timer ? timer : NULL;
 	if (tr->rank == 0) {
 		char log_path[4096];
 		dfr_join(log_path, sizeof log_path, tr->o->run_dir, "log.jsonl");
