@@ -182,7 +182,7 @@ static void *vae_extension(void *self, const char *name)
 		return (void *)vae_posterior_ext;
 	if (strcmp(name, "image-keys") == 0)
 		return (void *)vae_image_keys_ext;
-	if (strcmp(name, "set-step") == 0)
+	if (strcmp(name, DF_ENCODER_SET_STEP) == 0)
 		return (void *)vae_set_step_ext;
 	return NULL;
 }

@@ -91,6 +91,14 @@ typedef struct df_encoder_vtable {
 	void *(*extension)(void *self, const char *name); /* optional, e.g. "train-loss" */
 } df_encoder_vtable;
 
+/* An encoder that draws random numbers in encode (a vae sampling its
+ * posterior) answers extension(self, DF_ENCODER_SET_STEP) with a
+ * df_encoder_set_step_fn; the training stage calls it with the step before
+ * encoding that step's batch, so the draws are keyed by the step and a
+ * resumed run draws what an uninterrupted one drew. */
+#define DF_ENCODER_SET_STEP "set-step"
+typedef void (*df_encoder_set_step_fn)(void *self, uint64_t step);
+
 /* ------------------------------------------------------------------ */
 /* Backbone: the network. forward(x_t, t, cond) on a graph. */
 

@@ -221,6 +221,10 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
 	df_tensor *x0 = images;
 	if ((rc = df_graph_status(g, err)))
 		return rc;
+	df_encoder_set_step_fn set_step = m->encoder && m->encoder->extension
+		? (df_encoder_set_step_fn)m->encoder->extension(m->encoder_self, DF_ENCODER_SET_STEP) : NULL;
+	if (set_step)
+		set_step(m->encoder_self, (uint64_t)step);
 	if (m->encoder && (rc = m->encoder->encode(m->encoder_self, g, images, &x0, err)))
 		return df_error_prefix(err, rc, "encoder");
 	double t1 = dfr_now();
