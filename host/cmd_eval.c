@@ -155,6 +155,14 @@ int cmd_eval(int argc, char **argv)
 	df_pipeline *p = NULL;
 	if (code == EXIT_OK)
 		code = load_pipeline(&a, &reg, &p);
+	if (code == EXIT_OK && !df_pipeline_get(p, "backbone") && df_pipeline_get(p, "encoder")) {
+		/* an autoencoder's own pipeline: the checkpoint is the encoder's weights */
+		code = host_eval_autoencoder(&a, p, eo.checkpoint, eo.json);
+		df_pipeline_destroy(p);
+		df_registry_destroy(reg);
+		free(a.overrides);
+		return code;
+	}
 	if (code == EXIT_OK && !metrics_known(reg, eo.metrics))
 		code = EXIT_USAGE;
 	if (code == EXIT_OK) {

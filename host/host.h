@@ -39,6 +39,9 @@ int cmd_forward(int argc, char **argv);
 /* cmd_encode.c: the encoder of a pipeline on its own. */
 int cmd_encode(int argc, char **argv);
 int cmd_autoencode(int argc, char **argv);
+/* diffuse eval of an autoencoder pipeline (an encoder, no backbone): the
+ * test-split reconstruction PSNR of the encoder with these weights. */
+int host_eval_autoencoder(const pipeline_args *a, const df_pipeline *p, const char *weights, int json);
 
 #define HOST_STAGE_COMMANDS                                                                             \
 	{"train", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--max-steps N]",                 \

@@ -38,6 +38,21 @@ CFG
 
 run 0 "training-data reconstruction PSNR:" "$diffuse" autoencode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/runs"
 must_exist "$tmp/runs/tiny-vae/encoder.safetensors"
+psnr_line=$(grep "reconstruction PSNR:" "$tmp/log")
+
+# diffuse eval of the autoencoder's pipeline prints the same figure for
+# those weights (posterior = sample in the file: eval takes the mode, as
+# autoencode does), or one JSON object with --json.
+run 0 "$psnr_line" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/runs/tiny-vae/encoder.safetensors"
+run 0 '"metrics":{"psnr":' "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/runs/tiny-vae/encoder.safetensors" --json
+# The figure is the checkpoint's: weights trained for one step give another.
+run 0 "" "$diffuse" autoencode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/fresh" -o train.steps=1
+run 0 "reconstruction PSNR:" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/fresh/tiny-vae/encoder.safetensors"
+if grep -qF -- "$psnr_line" "$tmp/log"; then
+	echo "FAIL: weights trained for 1 and for 3 steps give the same PSNR"
+	failures=$((failures + 1))
+fi
+run 1 "cannot open" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/missing.safetensors"
 
 # The trained weights load by name; the cache holds latents, labels and the posterior.
 run 0 "40 latents (2, 8, 8) from encoder vae, with the posterior's mean and logvar" \
