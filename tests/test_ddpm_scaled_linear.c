@@ -17,6 +17,7 @@
 #include "diffuse/rng.h"
 #include "diffuse/runtime.h"
 #include "diffuse/tensor.h"
+#include "registry_fixture.h"
 
 #define T_STEPS 1000
 #define BATCH 64
@@ -24,29 +25,6 @@
 #define DIM (SIDE * SIDE)
 #define DATA_MEAN 0.5
 #define DATA_VAR 0.36
-
-static df_ctx *ctx;
-static df_registry *reg;
-
-static int setup(void **state)
-{
-	(void)state;
-	df_error err;
-	if (df_ctx_create(&ctx, "cpu", 1, &err) || df_registry_create(&reg, &err) ||
-	    df_registry_load_path(reg, DF_TEST_PLUGIN_PATH, NULL, &err)) {
-		fprintf(stderr, "setup: %s\n", err.msg);
-		return -1;
-	}
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	df_registry_destroy(reg);
-	df_ctx_destroy(ctx);
-	return 0;
-}
 
 typedef struct component {
 	const df_component *comp;
@@ -56,25 +34,12 @@ typedef struct component {
 /* A component of `kind` created from "name=value;..." settings. */
 static int make_component(df_kind kind, const char *name, const char *settings, component *c, df_error *err)
 {
-	const df_component_info *info = df_registry_find(reg, kind, name);
-	assert_non_null(info);
-	c->comp = info->component;
-	void *values = calloc(1, c->comp->settings_size);
-	assert_non_null(values);
-	assert_int_equal(df_settings_defaults(c->comp->settings, values, err), 0);
-	char buf[256];
-	snprintf(buf, sizeof buf, "%s", settings);
-	for (char *save = NULL, *kv = strtok_r(buf, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
-		char *eq = strchr(kv, '=');
-		assert_non_null(eq);
-		*eq = '\0';
-		assert_int_equal(df_settings_set(c->comp->settings, values, kv, eq + 1, err), 0);
-	}
+	c->comp = registry_component(kind, name);
+	void *values = registry_settings(c->comp, settings);
 	int rc = kind == DF_KIND_SAMPLER
 	             ? ((const df_sampler_vtable *)c->comp->vtable)->create(values, ctx, &c->self, err)
 	             : ((const df_objective_vtable *)c->comp->vtable)->create(values, ctx, &c->self, err);
-	df_settings_release(c->comp->settings, values);
-	free(values);
+	registry_settings_free(c->comp, values);
 	return rc;
 }
 
@@ -231,5 +196,5 @@ int main(void)
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_samplers_run_on_it),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, registry_setup, registry_teardown);
 }
