@@ -7,12 +7,14 @@
 # 1. configures --with-cuda (and MPI when found) into a fresh out-of-tree
 #    build and builds;
 # 2. every op on CUDA against the CPU backend, outputs poisoned: float32
-#    (1e-5) and bf16 autocast (1e-2);
+#    (1e-5) and bf16 autocast (1e-2), the latter twice: attention plain and
+#    through cuDNN's fused SDPA (DIFFUSE_CUDA_ATTENTION=fused);
 # 3. DiT-S/2, batch 64 on 32x32x4: the loss after 20 steps on the CPU and
 #    on CUDA in float32 and in bf16 autocast;
 # 4. the training and sampling stages with device = "cuda"
 #    (tests/gpu/stages.sh): `diffuse train` of a small DiT against the same
-#    run on the cpu in float32 and bf16 autocast, a resumed run against an
+#    run on the cpu in float32 and bf16 autocast (attention plain and
+#    fused), a resumed run against an
 #    uninterrupted one, EMA sampling against the cpu, and, when MPI and NCCL
 #    are built, the NCCL gradient path under `mpirun -np 1`;
 # 5. DiT-XL/2 training throughput, float32 and bf16 autocast (largest batch
@@ -89,9 +91,15 @@ if [ $? -eq 77 ]; then
 	exit 77
 fi
 DIFFUSE_CUDA_AUTOCAST=bf16 run ops-bf16 60 "$prog" ops
+# bf16 again with attention through cuDNN's fused SDPA where it serves
+# (head dims that are multiples of 8); it notes every shape it declines.
+DIFFUSE_CUDA_AUTOCAST=bf16 DIFFUSE_CUDA_ATTENTION=fused run ops-fused 60 "$prog" ops
+if grep -q "fused attention:" "$build/ops-fused.out"; then
+	results+=("ops-fused    note: the fused attention declined a shape (see ops-fused.out)")
+fi
 # The stages: the cpu reference first, then each cuda run against it.
 stages=$src/tests/gpu/stages.sh
-for check in cpu fp32 bf16 resume sample nccl; do
+for check in cpu fp32 bf16 fused resume sample nccl; do
 	run "stage-$check" 60 "$stages" "$check" "$build"
 done
 run xl-fp32 90 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"

@@ -9,6 +9,9 @@
 #   fp32     the same on cuda (float32): loss of step 1 and step 20 against
 #            the cpu run
 #   bf16     the same under bf16 autocast, with the bf16 tolerance
+#   fused    bf16 autocast with attention through cuDNN's fused SDPA
+#            (DIFFUSE_CUDA_ATTENTION=fused): the bf16 tolerance, and the
+#            fused path must not have declined or failed
 #   resume   cuda, 10 steps, then resumed to 20: the checkpoint (weights,
 #            EMA set, AdamW moments) equals the uninterrupted fp32 run's
 #   sample   EMA sampling from the cpu run's checkpoint on cuda and on the
@@ -93,6 +96,22 @@ bf16)
 	need_cpu
 	DIFFUSE_CUDA_AUTOCAST=bf16 train bf16 -o device=cuda || exit 1
 	close bf16 1 2e-2 && close bf16 20 5e-2 || exit 1
+	;;
+fused)
+	need_cpu
+	DIFFUSE_CUDA_AUTOCAST=bf16 DIFFUSE_CUDA_ATTENTION=fused train fused -o device=cuda >"$dir/fused.log" 2>&1
+	rc=$?
+	cat "$dir/fused.log"
+	[ $rc -eq 0 ] || exit 1
+	if ! grep -q "attention cuDNN fused" "$dir/fused.log"; then
+		echo "FAIL: the context does not say the fused attention is on"
+		exit 1
+	fi
+	if grep -q "fused attention:" "$dir/fused.log"; then
+		echo "FAIL: the fused attention declined or failed (the plain path ran)"
+		exit 1
+	fi
+	close fused 1 2e-2 && close fused 20 5e-2 || exit 1
 	;;
 resume)
 	[ -s "$dir/fp32/tiny/checkpoint.safetensors" ] || { echo "FAIL: run 'stages.sh fp32' first"; exit 1; }
