@@ -388,8 +388,10 @@ int dfi_sdpa_forward(const struct df_attn_shape *s, float *out, float *lse, cons
 	float *stats = lse ? lse : b.stats;
 	const int64_t uids[6] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE};
 	void *pointers[6] = {b.q, b.k, b.v, b.o, stats, &scale};
-	if (!execute(p->fwd, uids, pointers, 6, b.cudnn, "forward"))
+	if (!execute(p->fwd, uids, pointers, 6, b.cudnn, "forward")) {
+		p->usable = 0; /* noted once: the plain path from now on */
 		return 0;
+	}
 	unpack(out, b.o, s->n * s->tq, d, s->ldo, 0);
 	return 1;
 }
@@ -408,8 +410,10 @@ int dfi_sdpa_backward(const struct df_attn_shape *s, float *dq, float *dk, float
 	float scale = s->scale;
 	const int64_t uids[10] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_DO, UID_DQ, UID_DK, UID_DV};
 	void *pointers[10] = {b.q, b.k, b.v, b.o, (void *)lse, &scale, b.dout, b.dq, b.dk, b.dv};
-	if (!execute(p->bwd, uids, pointers, 10, b.cudnn, "backward"))
+	if (!execute(p->bwd, uids, pointers, 10, b.cudnn, "backward")) {
+		p->usable = 0;
 		return 0;
+	}
 	if (dq)
 		unpack(dq, b.dq, s->n * s->tq, d, s->ldq, 1);
 	if (dk)
