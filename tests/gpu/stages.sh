@@ -103,7 +103,7 @@ fused)
 	rc=$?
 	cat "$dir/fused.log"
 	[ $rc -eq 0 ] || exit 1
-	if ! grep -q "attention cuDNN fused" "$dir/fused.log"; then
+	if ! grep -q "attention fused (cuDNN)" "$dir/fused.log"; then
 		echo "FAIL: the context does not say the fused attention is on"
 		exit 1
 	fi

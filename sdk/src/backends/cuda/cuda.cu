@@ -661,5 +661,5 @@ extern "C" void dfi_cuda_describe(char *buf, size_t n)
 	         prop.name, prop.major, prop.minor, prop.multiProcessorCount,
 	         (double)prop.totalGlobalMem / (1u << 30), rt / 1000, (rt % 1000) / 10, cudnnGetVersion(),
 	         dfi_cuda_autocast_bf16 ? "bf16 autocast" : allow_tf32 ? "tf32 allowed" : "float32",
-	         attention_fused() ? "cuDNN fused where it serves" : "plain");
+	         attention_fused() ? "fused (cuDNN)" : "plain");
 }
