@@ -3,8 +3,9 @@
 # (doc/pitfalls.md names the guard of each): no -march=native in the build,
 # threads default to physical cores and are reported, an unknown key in
 # any section is an error, guidance reaches every latent channel, sample i
-# does not depend on the sampling batch, and the sample grids and
-# checkpoints written during training leave the training untouched.
+# does not depend on the sampling batch, a resume with the vae's posterior
+# noise equals one run, and the sample grids and checkpoints written
+# during training leave the training untouched.
 set -u
 diffuse="$DF_TOP_BUILDDIR/host/diffuse"
 export DIFFUSE_PLUGIN_PATH="$DF_TOP_BUILDDIR/tests/plugins/.libs/stage_fixture.so:$DIFFUSE_PLUGIN_PATH"
@@ -141,9 +142,22 @@ floats "$tmp/first3.safetensors" x0 >"$tmp/first3.txt"
 paste "$tmp/all.txt" "$tmp/first3.txt" | awk '{ c = int((NR - 1) / 16) % 4; if ($1 != $2) differ[c]++ }
 	END { print differ[0] + 0, differ[1] + 0, differ[2] + 0, differ[3] + 0 }' >"$tmp/differ"
 read -r d0 d1 d2 d3 <"$tmp/differ"
-echo "differ per channel: $d0 $d1 $d2 $d3 (cores ${cores:-unknown})"
+echo "guided values differing per channel, all against first3: $d0 $d1 $d2 $d3; physical cores: ${cores:-unknown}"
 [ "$d0$d1$d2" = 000 ] || fail "first3 changed the guidance of channels 0-2 (values differing per channel: $d0 $d1 $d2)"
 [ "$d3" -gt 0 ] || fail "channel 3 is guided the same with \"all\" and \"first3\": it is never guided"
+
+# ---- resume with noise drawn in the encoder (the vae's posterior sample):
+# 2 + 2 steps equal 4, byte for byte.
+sampled="-o encoder.posterior=sample -o train.steps=4"
+# shellcheck disable=SC2086
+expect 0 "$diffuse" train "$tmp/latent.cfg" --runs-dir "$tmp/vae-once" $sampled
+# shellcheck disable=SC2086
+expect 0 "$diffuse" train "$tmp/latent.cfg" --runs-dir "$tmp/vae-twice" $sampled --max-steps 2
+# shellcheck disable=SC2086
+expect 0 "$diffuse" train "$tmp/latent.cfg" --runs-dir "$tmp/vae-twice" $sampled
+grep_in out "resuming"
+cmp -s "$tmp/vae-once/latent/checkpoint.safetensors" "$tmp/vae-twice/latent/checkpoint.safetensors" ||
+	fail "with encoder.posterior = sample, the resumed run differs from the uninterrupted one"
 
 # ---- noise per sample: sample i is the same whatever the sampling batch,
 # for the deterministic fixture and a stochastic SDE sampler.

@@ -1,12 +1,9 @@
-/* A known bug, kept as an expected failure (XFAIL_TESTS) until fixed: the
- * vae encoder with posterior = "sample" keys its noise by a count of its
- * own encode calls and by position in the batch, not by (seed, sample
- * index, training step). So an image's latent changes with the batch it
- * is encoded in (batch size, micro_batch, number of ranks), and a resumed
- * run, whose count restarts at 0, is not the uninterrupted one. The
- * encoder interface passes no index or step to key by; the fix belongs
- * with the runtime's encode call. This test passes once image i's sample
- * is the same alone and inside a batch. */
+/* The vae's posterior sample is drawn per image: keyed through
+ * DF_ENCODER_NOISE_KEY by (seed, step, sample index), as the training
+ * stage keys it, image i's latent is the same alone and inside a batch
+ * (so also under micro-batches, several ranks and a resume), and another
+ * step draws other noise. Before the key existed the noise followed the
+ * encoder's call count and the position in the batch. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,8 +18,9 @@
 
 enum { IMAGES = 3, IMAGE = 3 * 16 * 16, LATENT = 2 * 4 * 4 };
 
-/* The latents of images[first .. first + n) from a fresh encoder. */
-static void encode_fresh(const float *images, int first, int n, float *latents)
+/* The latents of images[first .. first + n) from a fresh encoder, keyed
+ * by step and their indices. */
+static void encode_fresh(const float *images, int first, int n, uint64_t step, float *latents)
 {
 	df_error err = {{0}};
 	df_ctx *ctx = NULL;
@@ -35,6 +33,12 @@ static void encode_fresh(const float *images, int first, int n, float *latents)
 	if (vt->create(settings, ctx, (df_shape3){3, 16, 16}, &self, &err) != DF_OK)
 		fail_msg("%s", err.msg);
 	harness_settings_free(c, settings);
+	const df_encoder_noise_key *key = vt->extension(self, DF_ENCODER_NOISE_KEY);
+	assert_non_null(key);
+	int64_t index[IMAGES];
+	for (int i = 0; i < n; i++)
+		index[i] = first + i;
+	key->key(self, step, index, n);
 	df_graph *g = df_graph_create(ctx, DF_GRAPH_NO_GRAD);
 	df_tensor *lat = NULL;
 	assert_int_equal(vt->encode(self, g, df_tensor_from_host(g, images + first * IMAGE, DF_SHAPE(n, 3, 16, 16)), &lat,
@@ -49,12 +53,14 @@ static void encode_fresh(const float *images, int first, int n, float *latents)
 static void test_posterior_sample_is_per_image(void **state)
 {
 	(void)state;
-	static float images[IMAGES * IMAGE], batch[IMAGES * LATENT], alone[LATENT];
+	static float images[IMAGES * IMAGE], batch[IMAGES * LATENT], alone[LATENT], later[LATENT];
 	for (int i = 0; i < IMAGES * IMAGE; i++)
 		images[i] = 0.7f * sinf(0.03f * (float)i * (float)(1 + i % 3));
-	encode_fresh(images, 0, IMAGES, batch);
-	encode_fresh(images, 2, 1, alone);
+	encode_fresh(images, 0, IMAGES, 5, batch);
+	encode_fresh(images, 2, 1, 5, alone);
 	assert_memory_equal(alone, batch + 2 * LATENT, sizeof alone);
+	encode_fresh(images, 2, 1, 6, later);
+	assert_memory_not_equal(alone, later, sizeof alone);
 }
 
 int main(void)
