@@ -64,10 +64,15 @@ if [ -n "$allowed" ] && [ -r /sys/devices/system/cpu/cpu0/topology/core_id ]; th
 		cpu=$first
 		while [ "$cpu" -le "${last:-$first}" ]; do
 			topo=/sys/devices/system/cpu/cpu$cpu/topology
-			echo "$(cat "$topo/physical_package_id") $(cat "$topo/core_id")"
+			if [ -r "$topo/core_id" ] && [ -r "$topo/physical_package_id" ]; then
+				echo "$(cat "$topo/physical_package_id") $(cat "$topo/core_id")"
+			else
+				echo unknown # the library then counts logical CPUs: no exact figure to expect
+			fi
 			cpu=$((cpu + 1))
 		done
-	done | sort -u | wc -l)
+	done | sort -u | tee "$tmp/cores" | wc -l)
+	grep -q unknown "$tmp/cores" && cores=
 fi
 
 cat >"$tmp/tiny.cfg" <<'CFG'
