@@ -4,8 +4,9 @@
 # threads default to physical cores and are reported, an unknown key in
 # any section is an error, guidance reaches every latent channel, sample i
 # does not depend on the sampling batch, a resume with the vae's posterior
-# noise equals one run, and the sample grids and checkpoints written
-# during training leave the training untouched.
+# noise equals one run, the sample grids and checkpoints written during
+# training leave the training untouched, and an evaluation records what
+# made its samples.
 set -u
 diffuse="$DF_TOP_BUILDDIR/host/diffuse"
 export DIFFUSE_PLUGIN_PATH="$DF_TOP_BUILDDIR/tests/plugins/.libs/stage_fixture.so:$DIFFUSE_PLUGIN_PATH"
@@ -196,6 +197,26 @@ done
 floats "$ckpt" in.weight >"$tmp/fa"
 floats "$ckpt" ema.in.weight >"$tmp/fb"
 cmp -s "$tmp/fa" "$tmp/fb" && fail "the EMA set equals the raw weights after 6 steps at decay 0.9"
+
+# ---- an evaluation says what made its samples: count, weights set and
+# step, sampler, NFE, guidance and seed, on stdout and in the run's log
+# (skipped without the Debian Fashion-MNIST files its metric needs).
+if [ -r /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+	export DIFFUSE_DATA_DIR="$DF_TOP_SRCDIR/data"
+	quick="$DF_TOP_SRCDIR/pipelines/quickstart.cfg"
+	tiny="-o backbone.depth=1 -o backbone.hidden=32 -o backbone.heads=1 -o sampler.steps=2 -o sample.batch=10
+ -o train.batch=8 -o train.steps=1 -o train.checkpoint_every=0 -o threads=1"
+	# shellcheck disable=SC2086
+	expect 0 "$diffuse" train "$quick" $tiny --runs-dir "$tmp/eval"
+	# shellcheck disable=SC2086
+	expect 0 "$diffuse" eval "$quick" $tiny -o seed=4 --checkpoint "$tmp/eval/quickstart/checkpoint.safetensors" \
+		--count 10 --metrics class-acc --no-reference --json
+	made_by="10 samples from EMA weights (step 1), sampler euler, NFE 2, guidance 2 on all channels for t in [0, 1], seed 4"
+	grep_in out "\"made_by\":\"$made_by\""
+	grep_in out '"count":10,"real":10'
+	cp "$tmp/eval/quickstart/log.jsonl" "$tmp/log"
+	grep_in log "$made_by"
+fi
 
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "pitfalls: all passed"
