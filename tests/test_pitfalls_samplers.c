@@ -7,7 +7,8 @@
  *   - SDE samplers reach the end point finite, or refuse the process;
  *   - sample i does not depend on the batch it is drawn in, and samplers
  *     that add no noise do not depend on the seed;
- *   - every sampler setting changes the samples or is refused;
+ *   - every sampler setting changes the samples, every objective setting
+ *     the process or the loss, or is refused;
  *   - every objective asks the backbone for the channels its process
  *     reads (2C only with learned variance).
  * The model is the exact denoiser of data N(mu, s^2) per value, in the
@@ -506,6 +507,9 @@ static int alternatives(const df_setting *s, char out[][64], int max)
 		snprintf(out[n++], 64, "%.17g", v);
 		if (def * 2 <= s->max && def != 0)
 			snprintf(out[n++], 64, "%.17g", def * 2);
+		/* the ends of a bounded range: a sentinel default (-1 = "the paper's") has no neighbour */
+		if (s->max < 1e6 && s->max != def && n < max)
+			snprintf(out[n++], 64, "%.17g", s->max);
 		break;
 	}
 	default:
@@ -514,44 +518,207 @@ static int alternatives(const df_setting *s, char out[][64], int max)
 	return n;
 }
 
+/* Tries every other value of every setting of comp: each other choice
+ * must have an effect (changes(comp, "name=value", arg) non-zero), a
+ * number at one of the values tried. Returns the failures. */
+static int settings_matter(const df_component *comp, int (*changes)(const df_component *, const char *, void *),
+                           void *arg, int *tried)
+{
+	int failures = 0;
+	for (const df_setting *s = comp->settings; s && s->name; s++) {
+		char values[8][64];
+		int n = alternatives(s, values, 8), any = 0;
+		int numeric = s->type == DF_SETTING_INT || s->type == DF_SETTING_FLOAT;
+		for (int v = 0; v < n; v++) {
+			char settings[128];
+			snprintf(settings, sizeof settings, "%s=%s", s->name, values[v]);
+			int effect = changes(comp, settings, arg);
+			(*tried)++;
+			any |= effect;
+			if (!effect && (!numeric || v == n - 1) && !any) {
+				fprintf(stderr, "FAIL %s %s: %s changes nothing and is not refused\n", df_kind_name(comp->kind),
+				        comp->name, settings);
+				failures++;
+			}
+		}
+	}
+	return failures;
+}
+
+/* A sampler's settings change its samples on some process the defaults
+ * run on (base: the default runs), or are refused there. */
+static int sampler_changes(const df_component *comp, const char *settings, void *arg)
+{
+	const run *base = arg;
+	static run alt;
+	for (int pi = 0; pi < n_processes; pi++) {
+		if (base[pi].rc)
+			continue;
+		sample_rows(comp, settings, processes[pi].p, 0, 4, 21, &alt);
+		if (alt.rc != 0 || memcmp(alt.x, base[pi].x, sizeof(float) * 4 * DIM) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Every setting of every sampler is honoured or refused: changing it from
  * its default, on some process the defaults run on, changes the samples
  * or is an error. */
 static void test_every_sampler_setting_matters(void **state)
 {
 	(void)state;
-	int failures = 0;
-	static run base[MAX_PROCESSES], alt;
+	int failures = 0, tried = 0;
+	static run base[MAX_PROCESSES];
 	for (size_t i = 0; i < df_registry_count(reg); i++) {
 		const df_component *comp;
 		if (!is_sampler(i, &comp))
 			continue;
 		for (int pi = 0; pi < n_processes; pi++)
 			sample_rows(comp, "", processes[pi].p, 0, 4, 21, &base[pi]);
-		for (const df_setting *s = comp->settings; s && s->name; s++) {
-			char values[8][64];
-			int n = alternatives(s, values, 8), numeric_effect = 0;
-			/* each other choice must matter; a number must matter at one of the values tried */
-			int numeric = s->type == DF_SETTING_INT || s->type == DF_SETTING_FLOAT;
-			for (int v = 0; v < n; v++) {
-				char settings[128];
-				snprintf(settings, sizeof settings, "%s=%s", s->name, values[v]);
-				int effect = 0;
-				for (int pi = 0; pi < n_processes && !effect; pi++) {
-					if (base[pi].rc)
-						continue;
-					sample_rows(comp, settings, processes[pi].p, 0, 4, 21, &alt);
-					effect = alt.rc != 0 || memcmp(alt.x, base[pi].x, sizeof(float) * 4 * DIM) != 0;
-				}
-				numeric_effect |= effect;
-				if (!effect && (!numeric || v == n - 1) && !numeric_effect) {
-					fprintf(stderr, "FAIL %s: %s changes nothing on any process and is not refused\n", comp->name,
-					        settings);
-					failures++;
-				}
-			}
+		failures += settings_matter(comp, sampler_changes, base, &tried);
+	}
+	assert_true(tried > 0);
+	assert_int_equal(failures, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Objectives: what a setting can change is the process (coefficients,
+ * intervals, prediction, channels) and the loss of a batch. */
+
+enum { OBJ_BATCH = 8, OBJ_ITEMS = 64 };
+
+/* A model call that answers 0.5 x_t in every prediction channel and 0.1
+ * in the variance ones, whatever the objective asks for. */
+static int half_model(void *vctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                      df_tensor **out, df_error *err)
+{
+	(void)t;
+	(void)hidden_block;
+	(void)hidden;
+	const int *out_c = vctx;
+	int64_t n = x_t->shape[0], c = x_t->shape[1], plane = x_t->numel / (n * c);
+	float xh[OBJ_BATCH * DIM], oh[OBJ_BATCH * 2 * DIM];
+	assert_true(n <= OBJ_BATCH && c * plane == DIM && *out_c <= 2 * c);
+	if (df_tensor_read(x_t, xh, err))
+		return DF_EINVAL;
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t k = 0; k < *out_c * plane; k++)
+			oh[i * *out_c * plane + k] = k < c * plane ? 0.5f * xh[i * c * plane + k] : 0.1f;
+	*out = df_tensor_from_host(g, oh, 4, (const int64_t[]){n, *out_c, x_t->shape[2], x_t->shape[3]});
+	return df_graph_status(g, err);
+}
+
+/* The training set an objective may ask for: item i is a fixed pattern. */
+static int fetch_items(void *vctx, const int64_t *indices, int64_t n, float *out, df_error *err)
+{
+	(void)vctx;
+	(void)err;
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t j = 0; j < DIM; j++)
+			out[i * DIM + j] = (float)sin(0.7 * (double)indices[i] + 0.3 * (double)j);
+	return DF_OK;
+}
+
+/* Everything observable of an objective under settings, as bytes;
+ * returns the status of the first step that refused. */
+static int objective_fingerprint(const df_component *comp, const char *settings, double *fp, size_t *len)
+{
+	df_error err;
+	void *values = calloc(1, comp->settings_size + 1), *self = NULL;
+	assert_non_null(values);
+	const df_objective_vtable *vt = comp->vtable;
+	int rc = apply_settings(comp, values, settings, &err);
+	if (!rc)
+		rc = vt->create(values, ctx, &self, &err);
+	df_settings_release(comp->settings, values);
+	free(values);
+	if (rc)
+		return rc;
+	size_t k = 0;
+	const df_process *p = vt->process ? vt->process(self) : NULL;
+	int out_c = vt->out_channels(self, 1);
+	fp[k++] = out_c;
+	if (p) {
+		double lo, hi;
+		fp[k++] = df_process_prediction(p);
+		fp[k++] = df_process_T(p);
+		for (int which = 0; which < 2; which++) {
+			df_process_interval(p, which ? DF_INTERVAL_SAMPLE : DF_INTERVAL_TRAIN, &lo, &hi);
+			fp[k++] = lo;
+			fp[k++] = hi;
+		}
+		for (double t = 0.137; t < 1; t += 0.25) {
+			df_coeffs c;
+			df_process_coeffs(p, t, &c);
+			fp[k++] = c.alpha;
+			fp[k++] = c.sigma;
+			fp[k++] = df_process_model_time(p, t);
 		}
 	}
+	const df_objective_dataset_hook *hook =
+		vt->extension ? vt->extension(self, DF_OBJECTIVE_DATASET_ACCESS) : NULL;
+	df_dataset_access access = {sizeof access, OBJ_ITEMS, DIM, fetch_items, NULL};
+	if (hook)
+		rc = hook->attach(self, &access, &err);
+	if (!rc) {
+		float x0[OBJ_BATCH * DIM], t_out[OBJ_BATCH], loss_out[OBJ_BATCH], total = 0;
+		int64_t index[OBJ_BATCH];
+		int32_t y[OBJ_BATCH];
+		for (int i = 0; i < OBJ_BATCH; i++)
+			index[i] = 5 + 3 * i, y[i] = i % 2;
+		assert_int_equal(fetch_items(NULL, index, OBJ_BATCH, x0, &err), 0);
+		df_graph *g = df_graph_create(ctx, 0);
+		df_loss_batch batch = {sizeof batch, df_tensor_from_host(g, x0, 4, (const int64_t[]){OBJ_BATCH, 1, 4, 4}), y,
+		                       7, 11, index, NULL, t_out, loss_out};
+		df_model_call call = {sizeof call, half_model, &out_c};
+		df_tensor *loss = NULL;
+		rc = vt->loss(self, g, &batch, &call, &loss, &err);
+		if (!rc && !(rc = df_tensor_read(loss, &total, &err))) {
+			fp[k++] = total;
+			for (int i = 0; i < OBJ_BATCH; i++)
+				fp[k++] = t_out[i], fp[k++] = loss_out[i];
+		}
+		df_graph_destroy(g);
+	}
+	vt->destroy(self);
+	*len = k * sizeof *fp;
+	return rc;
+}
+
+typedef struct fingerprint {
+	double v[128];
+	size_t len;
+} fingerprint;
+
+static int objective_changes(const df_component *comp, const char *settings, void *arg)
+{
+	const fingerprint *base = arg;
+	fingerprint alt;
+	int rc = objective_fingerprint(comp, settings, alt.v, &alt.len);
+	return rc != 0 || alt.len != base->len || memcmp(alt.v, base->v, base->len) != 0;
+}
+
+/* Every setting of every objective is honoured or refused: another value
+ * changes its process, its channels or the loss of a batch, or is an
+ * error. */
+static void test_every_objective_setting_matters(void **state)
+{
+	(void)state;
+	int failures = 0, tried = 0;
+	for (size_t i = 0; i < df_registry_count(reg); i++) {
+		const df_component *comp = df_registry_get(reg, i)->component;
+		if (comp->kind != DF_KIND_OBJECTIVE || !comp->settings || !comp->settings[0].name)
+			continue; /* nothing to set (a classifier's cross-entropy) */
+		fingerprint base;
+		if (objective_fingerprint(comp, "", base.v, &base.len)) {
+			fprintf(stderr, "FAIL %s: its defaults are refused on the test batch\n", comp->name);
+			failures++;
+			continue;
+		}
+		failures += settings_matter(comp, objective_changes, &base, &tried);
+	}
+	fprintf(stderr, "%d objective setting values tried\n", tried);
+	assert_true(tried > 0);
 	assert_int_equal(failures, 0);
 }
 
@@ -583,6 +750,7 @@ int main(void)
 		cmocka_unit_test(test_sample_independent_of_batch),
 		cmocka_unit_test(test_seed_only_where_noise_is_added),
 		cmocka_unit_test(test_every_sampler_setting_matters),
+		cmocka_unit_test(test_every_objective_setting_matters),
 		cmocka_unit_test(test_output_channels_follow_the_objective),
 	};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
