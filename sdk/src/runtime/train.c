@@ -209,6 +209,10 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
 	df_tensor *x0 = images;
 	if ((rc = df_graph_status(g, err)))
 		return rc;
+	const df_encoder_noise_key *noise_key =
+		m->encoder && m->encoder->extension ? m->encoder->extension(m->encoder_self, DF_ENCODER_NOISE_KEY) : NULL;
+	if (noise_key && noise_key->struct_size >= sizeof *noise_key)
+		noise_key->key(m->encoder_self, (uint64_t)step, index, tr->micro);
 	if (m->encoder && (rc = m->encoder->encode(m->encoder_self, g, images, &x0, err)))
 		return df_error_prefix(err, rc, "encoder");
 	double t1 = dfr_now();
