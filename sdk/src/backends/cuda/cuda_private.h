@@ -64,5 +64,6 @@ int dfi_cudnn_conv_backward_data(const struct df_conv2d_shape *s, float *dx, con
 /* Each family fills its slots. */
 void dfi_cuda_install_blas(df_backend *be);
 void dfi_cuda_install_kernels(df_backend *be);
+void dfi_cuda_install_pool(df_backend *be); /* pool.cu: relu, windowed pooling */
 
 #endif
