@@ -3,8 +3,10 @@
  * tests/reference/inception_reference.py, within 1e-4 relative. Neither
  * side downloads weights: both fill every state_dict tensor by the formula
  * below (documented in that script), so only the images and the features
- * are committed. Also: the feature extractor refuses the network without a
- * weights file, and a file that is not Inception's is named as such. */
+ * are committed. The weights go through a safetensors file (under both
+ * namings) and the metrics' feature extractor, as a user's would. Also:
+ * the extractor refuses the network without a weights file, and a file
+ * that is not Inception's is named as such. */
 #include "config.h"
 #include <math.h>
 #include <setjmp.h>
@@ -24,6 +26,8 @@
 #include <unistd.h>
 
 #define PARITY_TOLERANCE 1e-4
+/* 94 convs, each a weight and 4 BatchNorm tensors. */
+#define INCEPTION_TENSORS (94 * 5)
 
 static uint32_t fnv1a32(const char *text)
 {
@@ -71,6 +75,56 @@ static int formula_weights(void *arg, const char *name, int ndim, const int64_t 
 	return DF_OK;
 }
 
+/* The tensors the network asked for, kept to be written to a file. */
+struct recorded {
+	int count;
+	char names[INCEPTION_TENSORS][64];
+	int ndim[INCEPTION_TENSORS];
+	int64_t shape[INCEPTION_TENSORS][4];
+	float *values[INCEPTION_TENSORS];
+};
+
+/* Fills by the formula and keeps a copy. The stem and the first mixed
+ * block are filed under torchvision's names (those of the port's released
+ * .pth), the rest under the port's own. */
+static int record_weights(void *arg, const char *name, int ndim, const int64_t *shape, float *values,
+                          df_error *err)
+{
+	struct recorded *r = arg;
+	int rc = formula_weights(NULL, name, ndim, shape, values, err);
+	if (rc)
+		return rc;
+	assert_true(r->count < INCEPTION_TENSORS);
+	int64_t n = 1;
+	for (int d = 0; d < ndim; d++)
+		n *= r->shape[r->count][d] = shape[d];
+	static const char *const renamed[][2] = {
+		{"blocks.0.0.", "Conv2d_1a_3x3."}, {"blocks.0.1.", "Conv2d_2a_3x3."}, {"blocks.0.2.", "Conv2d_2b_3x3."},
+		{"blocks.1.0.", "Conv2d_3b_1x1."}, {"blocks.1.1.", "Conv2d_4a_3x3."}, {"blocks.2.0.", "Mixed_5b."},
+	};
+	snprintf(r->names[r->count], sizeof r->names[0], "%s", name);
+	for (size_t i = 0; i < sizeof renamed / sizeof *renamed; i++)
+		if (strncmp(name, renamed[i][0], strlen(renamed[i][0])) == 0)
+			snprintf(r->names[r->count], sizeof r->names[0], "%s%s", renamed[i][1], name + strlen(renamed[i][0]));
+	r->ndim[r->count] = ndim;
+	r->values[r->count] = malloc((size_t)n * sizeof(float));
+	assert_non_null(r->values[r->count]);
+	memcpy(r->values[r->count], values, (size_t)n * sizeof(float));
+	r->count++;
+	return DF_OK;
+}
+
+/* A scratch folder under $TMPDIR (or the working directory). */
+static void make_scratch(char *dir, size_t size)
+{
+	const char *base = getenv("TMPDIR");
+	snprintf(dir, size, "%s/diffuse-test-XXXXXX", base && *base ? base : ".");
+	assert_non_null(mkdtemp(dir));
+}
+
+/* Formula weights -> a safetensors file -> the metrics' feature extractor
+ * on the golden images (1 channel, 28x28, as Fashion-MNIST): the port's
+ * features. */
 static void features_match_the_pytorch_port(void **state)
 {
 	(void)state;
@@ -84,31 +138,46 @@ static void features_match_the_pytorch_port(void **state)
 
 	df_error err = {0};
 	df_ctx *ctx;
-	dff_inception *net;
 	assert_int_equal(df_ctx_create(&ctx, "cpu", 0, &err), 0);
-	if (dff_inception_create(&net, ctx, formula_weights, NULL, &err))
+	struct recorded *rec = calloc(1, sizeof *rec);
+	assert_non_null(rec);
+	dff_inception *net;
+	if (dff_inception_create(&net, ctx, record_weights, rec, &err))
 		fail_msg("%s", err.msg);
-	const size_t resized = (size_t)3 * DFF_INCEPTION_SIZE * DFF_INCEPTION_SIZE;
-	float *x = malloc(n * resized * sizeof *x);
-	assert_non_null(x);
-	for (int i = 0; i < n; i++)
-		dff_inception_resize(images + (size_t)i * side * side, 1, side, side, x + i * resized);
-	df_graph *g = df_graph_create(ctx, DF_GRAPH_NO_GRAD);
-	df_tensor *input = df_tensor_from_host(g, x, DF_SHAPE(n, 3, DFF_INCEPTION_SIZE, DFF_INCEPTION_SIZE));
-	df_tensor *features = NULL;
-	if (dff_inception_forward(net, g, input, &features, &err))
+	dff_inception_destroy(net);
+	assert_int_equal(rec->count, INCEPTION_TENSORS);
+
+	char dir[1024], path[1100];
+	make_scratch(dir, sizeof dir);
+	snprintf(path, sizeof path, "%s/inception.safetensors", dir);
+	df_safetensors_entry *entries = calloc((size_t)rec->count, sizeof *entries);
+	assert_non_null(entries);
+	for (int i = 0; i < rec->count; i++)
+		entries[i] = (df_safetensors_entry){rec->names[i], DF_ST_F32, rec->ndim[i], rec->shape[i], rec->values[i]};
+	if (df_safetensors_write(path, entries, (size_t)rec->count, NULL, 0, &err))
 		fail_msg("%s", err.msg);
-	assert_int_equal(features->shape[0], n);
-	assert_int_equal(features->shape[1], DFF_INCEPTION_FEATURES);
+	for (int i = 0; i < rec->count; i++)
+		free(rec->values[i]);
+	free(entries);
+	free(rec);
+
+	dff_extractor *fx;
+	dff_settings settings = {.features = "inception", .weights = path};
+	if (dff_create(&fx, &settings, ctx, (df_shape3){1, side, side}, &err))
+		fail_msg("%s", err.msg);
+	assert_int_equal(dff_dim(fx), DFF_INCEPTION_FEATURES);
+	assert_int_equal(dff_classes(fx), 0);
 	float *got = malloc(feature_count * sizeof *got);
-	assert_int_equal(df_tensor_read(features, got, &err), 0);
+	assert_non_null(got);
+	if (dff_extract(fx, images, n, got, NULL, &err))
+		fail_msg("%s", err.msg);
 	double worst = golden_compare("inception pool3 features", got, want, feature_count, PARITY_TOLERANCE);
 	assert_true(worst <= PARITY_TOLERANCE);
 
+	unlink(path);
+	rmdir(dir);
 	free(got);
-	free(x);
-	df_graph_destroy(g);
-	dff_inception_destroy(net);
+	dff_destroy(fx);
 	df_ctx_destroy(ctx);
 	free(images);
 	free(want);
@@ -132,10 +201,8 @@ static void extractor_needs_the_weights_file(void **state)
 	assert_non_null(strstr(err.msg, "channels"));
 
 	/* a weights file of something else: the first missing tensor named */
-	const char *base = getenv("TMPDIR");
 	char dir[1024], path[1100];
-	snprintf(dir, sizeof dir, "%s/diffuse-test-XXXXXX", base && *base ? base : ".");
-	assert_non_null(mkdtemp(dir));
+	make_scratch(dir, sizeof dir);
 	snprintf(path, sizeof path, "%s/other.safetensors", dir);
 	float value = 1.0f;
 	const df_safetensors_entry entry = {"fc.weight", DF_ST_F32, 1, (const int64_t[]){1}, &value};
