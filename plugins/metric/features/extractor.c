@@ -16,7 +16,8 @@ enum { FEATURES_FMNIST, FEATURES_INCEPTION, FEATURES_PIXELS };
 
 /* Images per network pass: bounds the graph's arena. */
 #define DFF_CHUNK 256
-/* Inception's blocks at 299x299 keep about 12 MB per image alive. */
+/* Inception at 299x299: a few images per pass bound the arena (blocks reuse
+ * memory, so it holds one block's activations per image). */
 #define DFF_INCEPTION_CHUNK 8
 
 struct dff_extractor {
