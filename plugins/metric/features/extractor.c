@@ -17,7 +17,7 @@ enum { FEATURES_FMNIST, FEATURES_INCEPTION, FEATURES_PIXELS };
 /* Images per network pass: bounds the graph's arena. */
 #define DFF_CHUNK 256
 /* Inception at 299x299: a few images per pass bound the arena (blocks reuse
- * memory, so it holds one block's activations per image). */
+ * memory; 8 images take about 260 MB). */
 #define DFF_INCEPTION_CHUNK 8
 
 struct dff_extractor {
