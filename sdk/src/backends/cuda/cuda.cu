@@ -643,6 +643,7 @@ extern "C" int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len)
 	be->zero = cuda_zero;
 	dfi_cuda_install_blas(be);
 	dfi_cuda_install_kernels(be);
+	dfi_cuda_install_pool(be);
 	return 0;
 }
 

@@ -77,5 +77,6 @@ int dfi_sdpa_backward(const struct df_attn_shape *s, float *dq, float *dk, float
 /* Each family fills its slots. */
 void dfi_cuda_install_blas(df_backend *be);
 void dfi_cuda_install_kernels(df_backend *be);
+void dfi_cuda_install_pool(df_backend *be); /* pool.cu: relu, windowed pooling */
 
 #endif
