@@ -119,6 +119,16 @@ static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, i
 	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
 }
 
+/* The backbone without labels, for an objective learning its shapes. */
+static int probe_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                          df_tensor **out, df_error *err)
+{
+	dfr_model *m = ctx;
+	df_backbone_input in = {sizeof in, x_t, t, NULL, NULL, hidden_block, hidden};
+	int rc = m->backbone->forward(m->backbone_self, g, &in, out, err);
+	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* Checks. */
 
@@ -297,6 +307,42 @@ static int reduce_gradients(trainer *tr, step_stats *s, df_error *err)
 	return DF_OK;
 }
 
+/* The gradient norm of the backbone's and the objective's blocks as one
+ * vector, both clipped by one factor; the backbone's alone as before when
+ * the objective has no weights. */
+static double clip_gradients(float *grads, size_t n, df_params *objective, double max_norm)
+{
+	size_t on = objective ? (size_t)df_params_trainable_numel(objective) : 0;
+	if (on == 0)
+		return df_clip_grad_norm(grads, n, max_norm);
+	float *og = df_params_block(objective, DF_PARAMS_GRADS);
+	double a = df_grad_norm(grads, n), b = df_grad_norm(og, on), norm = sqrt(a * a + b * b);
+	if (max_norm > 0.0 && isfinite(norm) && norm > max_norm) {
+		const float scale = (float)(max_norm / (norm + 1e-6));
+		for (size_t i = 0; i < n; i++)
+			grads[i] *= scale;
+		for (size_t i = 0; i < on; i++)
+			og[i] *= scale;
+	}
+	return norm;
+}
+
+/* The objective's gradient: accumulated over the passes in its block,
+ * summed over the ranks, averaged like the backbone's. */
+static int reduce_objective_gradients(trainer *tr, df_error *err)
+{
+	df_params *p = tr->m.objective_params;
+	size_t n = p ? (size_t)df_params_trainable_numel(p) : 0;
+	if (n == 0)
+		return DF_OK;
+	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	int rc = df_dist_allreduce_sum_f32(grads, n, err);
+	int64_t total = tr->passes * tr->ranks;
+	for (size_t i = 0; !rc && total > 1 && i < n; i++)
+		grads[i] /= (float)total;
+	return rc;
+}
+
 static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 {
 	dfr_model *m = &tr->m;
@@ -305,6 +351,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	batch_indices(tr, step);
 	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
 	df_params_zero_grad(m->params);
+	if (m->objective_params)
+		df_params_zero_grad(m->objective_params);
 	int64_t n = df_params_trainable_numel(m->params);
 	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
 	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
@@ -318,11 +366,11 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 			memcpy(tr->pass_grads + (size_t)(pass * n), grads, (size_t)n * sizeof *grads);
 	}
 	double t3 = dfr_now();
-	if ((rc = reduce_gradients(tr, s, err)))
+	if ((rc = reduce_gradients(tr, s, err)) || (rc = reduce_objective_gradients(tr, err)))
 		return rc;
 	s->t_reduce = dfr_now() - t3;
 	t3 += s->t_reduce;
-	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
+	s->grad_norm = clip_gradients(grads, (size_t)n, m->objective_params, ts->grad_clip);
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
 	df_lr_schedule schedule = {
@@ -338,6 +386,11 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	adam.weight_decay = ts->weight_decay;
 	if (df_adamw_step(values, grads, df_params_block(m->params, DF_PARAMS_M), df_params_block(m->params, DF_PARAMS_V),
 	                  NULL, (size_t)n, &adam, step + 1) != 0)
+		return df_error_set(err, DF_EINVAL, "step %" PRId64 ": AdamW refused its settings", step + 1);
+	df_params *op = m->objective_params;
+	if (op && df_adamw_step(df_params_block(op, DF_PARAMS_VALUES), df_params_block(op, DF_PARAMS_GRADS),
+	                        df_params_block(op, DF_PARAMS_M), df_params_block(op, DF_PARAMS_V), NULL,
+	                        (size_t)df_params_trainable_numel(op), &adam, step + 1) != 0)
 		return df_error_set(err, DF_EINVAL, "step %" PRId64 ": AdamW refused its settings", step + 1);
 	m->have_opt = 1;
 	if (m->ema) {
@@ -432,6 +485,23 @@ static int fetch_encoded(void *ctx, const int64_t *indices, int64_t n, float *ou
 	return rc;
 }
 
+/* Lets an objective with weights of its own see the backbone and make
+ * them (before a resume reads them back). */
+static int attach_model(dfr_model *m, df_error *err)
+{
+	const df_objective_model_hook *hook =
+		m->objective->extension ? m->objective->extension(m->objective_self, DF_OBJECTIVE_MODEL_ACCESS) : NULL;
+	if (!hook || !m->objective->params)
+		return DF_OK;
+	df_model_call probe = {sizeof probe, probe_backbone, m};
+	df_shape3 image = {m->data.channels, m->data.height, m->data.width};
+	int rc = hook->attach(m->objective_self, &probe, image, m->shape.input, m->seed, err);
+	if (rc)
+		return df_error_prefix(err, rc, "objective");
+	m->objective_params = m->objective->params(m->objective_self);
+	return DF_OK;
+}
+
 /* Hands the training set to an objective that asks for it. */
 static int attach_dataset(trainer *tr, df_error *err)
 {
@@ -460,7 +530,7 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 	if ((rc = split_batch(tr, p, err)))
 		return rc;
 	tr->perm_epoch[0] = tr->perm_epoch[1] = -1;
-	if ((rc = dfr_model_open(m, p, err)))
+	if ((rc = dfr_model_open(m, p, err)) || (rc = attach_model(m, err)))
 		return rc;
 	if (m->data.count <= 0 || m->data.count > UINT32_MAX)
 		return df_error_set(err, DF_EINVAL, "dataset: %" PRId64 " items cannot be trained on", m->data.count);
