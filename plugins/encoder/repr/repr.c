@@ -199,10 +199,9 @@ static const df_safetensors_tensor *dino_find(const df_safetensors *st, const ch
 static int dino_shape(dino_encoder *e, const df_safetensors *st, const dino_settings *s, const char *path,
                       df_error *err)
 {
-	const df_safetensors_tensor *cls = dino_find(st, "cls_token", -1, path, err);
-	const df_safetensors_tensor *pw = dino_find(st, "patch_embed.proj.weight", -1, path, err);
-	const df_safetensors_tensor *pos = dino_find(st, "pos_embed", -1, path, err);
-	if (!cls || !pw || !pos)
+	const df_safetensors_tensor *pw = NULL, *pos = NULL;
+	if (!dino_find(st, "cls_token", -1, path, err) || !(pw = dino_find(st, "patch_embed.proj.weight", -1, path, err)) ||
+	    !(pos = dino_find(st, "pos_embed", -1, path, err)))
 		return DF_EINVAL;
 	if (pw->ndim != 4 || pw->shape[1] != 3 || pw->shape[2] != pw->shape[3] || pos->ndim != 3)
 		return df_error_set(err, DF_EINVAL, "dinov2: %s: patch_embed.proj.weight or pos_embed is not a ViT's", path);
