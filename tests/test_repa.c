@@ -8,7 +8,8 @@
  * - The alignment term against central finite differences in the projector's
  *   weights (the base loss does not depend on them).
  * - dinov2 against the PyTorch reference (tests/reference/dinov2_reference.py)
- *   on random weights: patch tokens within 1e-5 relative.
+ *   on random weights: patch tokens within 1e-5 relative; another image
+ *   size resamples the positions.
  * - fmnist-features: the announced grid and a refusal of wrong images. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -385,6 +386,24 @@ static void test_dinov2_parity(void **state)
 	/* no decoder */
 	df_tensor *back = NULL;
 	assert_int_equal(vt->decode(e.self, g, out, &back, &err), DF_ENOTSUP);
+	df_graph_destroy(g);
+	vt->destroy(e.self);
+	made_free(&e);
+	/* another image size: the positions are resampled to its grid (2x2
+	 * for 14 pixels, against the file's 4x4), and the tokens stay finite */
+	static const char *const small[] = {"weights", DF_TEST_DATA_DIR "/dinov2_tiny_weights.safetensors",
+	                                    "image_size", "14", "heads", "2", NULL};
+	settings_of(&e, DF_KIND_ENCODER, "dinov2", small);
+	assert_int_equal(vt->create(e.settings, ctx, (df_shape3){1, S, S}, &e.self, &err), 0);
+	f = vt->latent_shape(e.self);
+	assert_int_equal(f.height, 2);
+	g = df_graph_create(ctx, DF_GRAPH_NO_GRAD);
+	x = df_tensor_from_host(g, images, DF_SHAPE(N, 1, S, S));
+	assert_int_equal(vt->encode(e.self, g, x, &out, &err), 0);
+	assert_int_equal(out->numel, N * D * 4);
+	assert_int_equal(df_tensor_read(out, got, &err), 0);
+	for (int i = 0; i < N * D * 4; i++)
+		assert_true(isfinite(got[i]));
 	df_graph_destroy(g);
 	vt->destroy(e.self);
 	made_free(&e);

@@ -15,7 +15,8 @@
  * projector's width depends on the backbone's, so it is made when the
  * training stage attaches the objective to the backbone
  * (DF_OBJECTIVE_MODEL_ACCESS); the encoder is loaded then too. Sampling
- * never attaches: it needs neither. */
+ * never attaches: it needs neither. The per-sample losses the training
+ * log groups by noise level (loss_out) are the base's alone. */
 #include "config.h"
 #include <math.h>
 #include <stdlib.h>
