@@ -204,6 +204,31 @@ typedef struct df_objective_dataset_hook {
 	int (*attach)(void *self, const df_dataset_access *access, df_error *err);
 } df_objective_dataset_hook;
 
+/* Weights of the objective's own that depend on the backbone (REPA's
+ * projector reads the tokens after block k, so its width is the
+ * backbone's). Such an objective answers extension(self,
+ * DF_OBJECTIVE_MODEL_ACCESS) with a df_objective_model_hook. The training
+ * stage calls attach once, after the backbone is created and initialised
+ * and before a checkpoint is resumed; `probe` runs the backbone without
+ * labels on a graph of the objective's, to learn the hidden state's shape;
+ * `image` is the clean images' shape (the batch's `images`), `input` the
+ * backbone's input shape (the encoded x0); `seed` the run's. From then on
+ * params() answers the objective's block, which the stage trains with the
+ * backbone's (one gradient norm for clipping, the same AdamW settings, no
+ * EMA set) and stores in the checkpoint as "objective.<name>" beside the
+ * backbone ("opt.m.objective.<name>" ... for the moments). Stages that
+ * never call loss never attach, and they skip those tensors when loading,
+ * so sampling needs nothing the objective alone uses. Reached by name: the
+ * ABI version is unchanged. */
+#define DF_OBJECTIVE_MODEL_ACCESS "model-access"
+#define DF_OBJECTIVE_PARAMS_PREFIX "objective."
+
+typedef struct df_objective_model_hook {
+	size_t struct_size;
+	int (*attach)(void *self, const df_model_call *probe, df_shape3 image, df_shape3 input, uint64_t seed,
+	              df_error *err);
+} df_objective_model_hook;
+
 /* ------------------------------------------------------------------ */
 /* Sampler: integrates from noise to data through the objective's process.
  * It sees the model only through `denoise`, which the runtime implements

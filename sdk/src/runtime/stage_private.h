@@ -37,6 +37,7 @@ typedef struct dfr_model {
 	/* objective and sampler (the sampler is optional for training) */
 	const df_objective_vtable *objective;
 	void *objective_self;
+	df_params *objective_params; /* the objective's own weights, once attached (training) */
 	const df_process *process;
 	const df_sampler_vtable *sampler;
 	void *sampler_self;

@@ -119,6 +119,16 @@ static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, i
 	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
 }
 
+/* The backbone without labels, for an objective learning its shapes. */
+static int probe_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                          df_tensor **out, df_error *err)
+{
+	dfr_model *m = ctx;
+	df_backbone_input in = {sizeof in, x_t, t, NULL, NULL, hidden_block, hidden};
+	int rc = m->backbone->forward(m->backbone_self, g, &in, out, err);
+	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* Checks. */
 
@@ -291,6 +301,46 @@ static int reduce_gradients(trainer *tr, step_stats *s, df_error *err)
 	return DF_OK;
 }
 
+/* The gradient norm of the backbone's and the objective's blocks as one
+ * vector, both clipped by one factor; the backbone's alone as before when
+ * the objective has no weights. */
+static int clip_gradients(dfr_model *m, double max_norm, double *norm, df_error *err)
+{
+	df_params *op = m->objective_params;
+	if (!op)
+		return df_params_clip_grad_norm(m->params, max_norm, norm, err);
+	double a = 0, b = 0;
+	int rc = df_params_clip_grad_norm(m->params, 0, &a, err);
+	if (!rc)
+		rc = df_params_clip_grad_norm(op, 0, &b, err);
+	if (rc)
+		return rc;
+	*norm = sqrt(a * a + b * b);
+	if (max_norm > 0.0 && isfinite(*norm) && *norm > max_norm) {
+		const float scale = (float)(max_norm / (*norm + 1e-6));
+		dfr_model_scale(m, df_params_block(m->params, DF_PARAMS_GRADS), df_params_trainable_numel(m->params), scale);
+		dfr_model_scale(m, df_params_block(op, DF_PARAMS_GRADS), df_params_trainable_numel(op), scale);
+	}
+	return DF_OK;
+}
+
+/* The objective's gradient: accumulated over the passes in its block,
+ * summed over the ranks, averaged like the backbone's (its weights live
+ * in host memory: attach_model refuses other devices). */
+static int reduce_objective_gradients(trainer *tr, df_error *err)
+{
+	df_params *p = tr->m.objective_params;
+	size_t n = p ? (size_t)df_params_trainable_numel(p) : 0;
+	if (n == 0)
+		return DF_OK;
+	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	int rc = df_dist_allreduce_sum_f32(grads, n, err);
+	int64_t total = tr->passes * tr->ranks;
+	if (!rc && total > 1)
+		dfr_model_scale(&tr->m, grads, (int64_t)n, 1.0f / (float)total);
+	return rc;
+}
+
 static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 {
 	dfr_model *m = &tr->m;
@@ -299,6 +349,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	batch_indices(tr, step);
 	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
 	df_params_zero_grad(m->params);
+	if (m->objective_params)
+		df_params_zero_grad(m->objective_params);
 	int64_t n = df_params_trainable_numel(m->params);
 	const float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
 	for (int64_t j = 0; j < tr->passes; j++) {
@@ -311,11 +363,11 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 			dfr_model_to_host(m, tr->pass_grads + (size_t)(pass * n), grads, n);
 	}
 	double t3 = dfr_now();
-	if ((rc = reduce_gradients(tr, s, err)))
+	if ((rc = reduce_gradients(tr, s, err)) || (rc = reduce_objective_gradients(tr, err)))
 		return rc;
 	s->t_reduce = dfr_now() - t3;
 	t3 += s->t_reduce;
-	if ((rc = df_params_clip_grad_norm(m->params, ts->grad_clip, &s->grad_norm, err)))
+	if ((rc = clip_gradients(m, ts->grad_clip, &s->grad_norm, err)))
 		return rc;
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
@@ -330,7 +382,8 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	df_adamw_config adam = df_adamw_defaults();
 	adam.lr = s->lr;
 	adam.weight_decay = ts->weight_decay;
-	if ((rc = df_params_adamw_step(m->params, &adam, step + 1, err)))
+	if ((rc = df_params_adamw_step(m->params, &adam, step + 1, err)) ||
+	    (m->objective_params && (rc = df_params_adamw_step(m->objective_params, &adam, step + 1, err))))
 		return df_error_prefix(err, rc, "step %" PRId64, step + 1);
 	m->have_opt = 1;
 	if (m->ema) {
@@ -425,6 +478,26 @@ static int fetch_encoded(void *ctx, const int64_t *indices, int64_t n, float *ou
 	return rc;
 }
 
+/* Lets an objective with weights of its own see the backbone and make
+ * them (before a resume reads them back). */
+static int attach_model(dfr_model *m, df_error *err)
+{
+	const df_objective_model_hook *hook =
+		m->objective->extension ? m->objective->extension(m->objective_self, DF_OBJECTIVE_MODEL_ACCESS) : NULL;
+	if (!hook || !m->objective->params)
+		return DF_OK;
+	if (!dfr_model_host_memory(m))
+		return df_error_set(err, DF_ENOTSUP, "objective: weights of its own (REPA's projector) train on the cpu "
+		                    "backend only for now");
+	df_model_call probe = {sizeof probe, probe_backbone, m};
+	df_shape3 image = {m->data.channels, m->data.height, m->data.width};
+	int rc = hook->attach(m->objective_self, &probe, image, m->shape.input, m->seed, err);
+	if (rc)
+		return df_error_prefix(err, rc, "objective");
+	m->objective_params = m->objective->params(m->objective_self);
+	return DF_OK;
+}
+
 /* Hands the training set to an objective that asks for it. */
 static int attach_dataset(trainer *tr, df_error *err)
 {
@@ -453,7 +526,7 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 	if ((rc = split_batch(tr, p, err)))
 		return rc;
 	tr->perm_epoch[0] = tr->perm_epoch[1] = -1;
-	if ((rc = dfr_model_open(m, p, err)))
+	if ((rc = dfr_model_open(m, p, err)) || (rc = attach_model(m, err)))
 		return rc;
 	if (m->data.count <= 0 || m->data.count > UINT32_MAX)
 		return df_error_set(err, DF_EINVAL, "dataset: %" PRId64 " items cannot be trained on", m->data.count);
