@@ -125,6 +125,10 @@ static void test_refusals(void **state)
 	                   &err),
 	    DF_EINVAL);
 	assert_non_null(strstr(err.msg, "linear_start"));
+	/* the range belongs to scaled_linear: with another schedule it is a mistake, not ignored */
+	assert_int_equal(make_component(DF_KIND_OBJECTIVE, "ddpm", "schedule=linear;linear_end=0.0195", &o, &err),
+	                 DF_EINVAL);
+	assert_non_null(strstr(err.msg, "scaled_linear"));
 }
 
 /* The exact denoiser of N(DATA_MEAN, DATA_VAR) data, as eps prediction:

@@ -16,6 +16,10 @@
 static const char *const schedules[] = {"linear", "cosine", "scaled_linear", NULL};
 static const char *const losses[] = {"simple", "hybrid", NULL};
 
+/* The scaled_linear range of Stable Diffusion, the settings' defaults. */
+#define SD_LINEAR_START 0.00085
+#define SD_LINEAR_END 0.012
+
 typedef struct ddpm_settings {
 	const char *schedule;
 	int64_t steps;
@@ -86,7 +90,12 @@ static int ddpm_create(const void *settings, df_ctx *ctx, void **self, df_error 
 	int rc = !o || !betas || !idx || !o->steps ? df_error_set(err, DF_ENOMEM, "out of memory") : 0;
 	char name[32];
 	snprintf(name, sizeof name, "ddpm-%s", s->schedule);
-	if (!rc && !strcmp(s->schedule, "scaled_linear"))
+	int scaled = !strcmp(s->schedule, "scaled_linear");
+	/* a range the schedule would ignore is a mistake in the pipeline */
+	if (!rc && !scaled && (s->linear_start != SD_LINEAR_START || s->linear_end != SD_LINEAR_END))
+		rc = df_error_set(err, DF_EINVAL, "linear_start, linear_end: only schedule = \"scaled_linear\" uses them "
+		                  "(schedule is \"%s\")", s->schedule);
+	if (!rc && scaled)
 		rc = scaled_linear_betas(s, T, betas, err);
 	else if (!rc)
 		rc = df_ddpm_betas(s->schedule, T, betas, err);
