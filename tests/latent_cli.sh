@@ -79,7 +79,8 @@ run 0 "samples.png" "$diffuse" run "$tmp/tiny-ldm.cfg" --runs-dir "$tmp/runs"
 must_exist "$tmp/runs/tiny-ldm/samples.png"
 
 # Resume with a sampled posterior and no cache: the vae's draws are keyed by
-# the training step, so 20 steps in one go equal 10 + 10 byte for byte.
+# the training step and each image's index, so 20 steps in one go equal
+# 10 + 10 byte for byte.
 cat >"$tmp/resume.cfg" <<CFG
 name = "resume";
 seed = 3;
