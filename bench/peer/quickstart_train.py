@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--save-at", default="", help="comma-separated steps to export at (the last step always)")
     ap.add_argument("--out", required=True, help="folder for the exported weights")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, help="replaces the pipeline's seed")
     ap.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -128,7 +129,7 @@ def main():
     tr, top, ds = cfg.get("train", {}), cfg.get(""), cfg.get("dataset", {})
     steps = args.steps or int(tr.get("steps", 1000))
     save_at = sorted({int(s) for s in args.save_at.split(",") if s} | {steps})
-    seed = int(top.get("seed", 0))
+    seed = args.seed if args.seed is not None else int(top.get("seed", 0))
     warmup = int(tr.get("warmup", 0))
     cosine = tr.get("lr_schedule", "constant") == "cosine"
     min_lr = float(tr.get("min_lr", 0.0))
