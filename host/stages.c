@@ -263,7 +263,8 @@ static int take_options(int *argc, char **argv, const char *const *names)
  * whenever it got to run (exit 0, 1 or 3; not after a usage error). */
 static void summary_begin(const char *command, const pipeline_args *a, const df_pipeline *p)
 {
-	opt.summary = opt.json ? summary_create(command, a->file) : NULL;
+	/* under mpirun, rank 0 speaks for the job */
+	opt.summary = opt.json && df_dist_rank() == 0 ? summary_create(command, a->file) : NULL;
 	summary_set_pipeline(opt.summary, p);
 	opt.error[0] = '\0';
 }
