@@ -249,7 +249,6 @@ static int train_encoder(encode_parts *e, const df_pipeline *p, df_error *err)
 	int64_t *indices = malloc((size_t)batch * sizeof(int64_t));
 	df_graph *g = df_graph_create(e->ctx, 0);
 	int rc = images && labels && indices && g ? DF_OK : df_error_set(err, DF_ENOMEM, "autoencode: out of memory");
-	const size_t n = (size_t)df_params_trainable_numel(params);
 	df_adamw_config adam = df_adamw_defaults();
 	adam.weight_decay = t->weight_decay;
 	df_lr_schedule schedule = {0};
@@ -276,11 +275,12 @@ static int train_encoder(encode_parts *e, const df_pipeline *p, df_error *err)
 			rc = df_error_set(err, DF_ENUMERIC, "autoencode: the loss is %g at step %lld", value, (long long)step);
 			break;
 		}
-		float *grads = df_params_block(params, DF_PARAMS_GRADS);
-		double norm = t->grad_clip > 0 ? df_clip_grad_norm(grads, n, t->grad_clip) : df_grad_norm(grads, n);
+		/* The block-level functions: the parameters may be device memory. */
+		double norm = 0;
+		if ((rc = df_params_clip_grad_norm(params, t->grad_clip, &norm, err)) != DF_OK)
+			break;
 		adam.lr = df_lr_at(&schedule, step);
-		if (df_adamw_step(df_params_block(params, DF_PARAMS_VALUES), grads, df_params_block(params, DF_PARAMS_M),
-		                  df_params_block(params, DF_PARAMS_V), NULL, n, &adam, step + 1) != 0) {
+		if (df_params_adamw_step(params, &adam, step + 1, err) != DF_OK) {
 			rc = df_error_set(err, DF_EINVAL, "autoencode: bad optimiser settings");
 			break;
 		}

@@ -62,6 +62,13 @@ expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/nan" -o objective.nan
 grep_in err "step 13: the loss is nan"
 grep_in err "the last good checkpoint is $tmp/nan/tiny/checkpoint.safetensors (step 10)"
 
+# An overflowing gradient under a finite loss: named by its tensor, the
+# bad update never reaches a checkpoint.
+expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/inf" -o objective.inf_grad_at_step=7 \
+	-o train.checkpoint_every=5
+grep_in err "step 8: non-finite gradient: in.weight, element 0"
+grep_in err "the last good checkpoint is $tmp/inf/tiny/checkpoint.safetensors (step 5)"
+
 # A sampler that needs a velocity on an objective that cannot give one.
 expect 1 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/eps" -o objective.prediction=eps
 grep_in err "sampler euler-fixture on objective flow-fixture: needs a velocity, but the model predicts eps"

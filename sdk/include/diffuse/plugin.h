@@ -91,6 +91,20 @@ typedef struct df_encoder_vtable {
 	void *(*extension)(void *self, const char *name); /* optional, e.g. "train-loss" */
 } df_encoder_vtable;
 
+/* Noise drawn while encoding (the vae's posterior sample). An encoder
+ * that draws some answers extension(self, DF_ENCODER_NOISE_KEY) with a
+ * df_encoder_noise_key; the training stage calls key before each encode
+ * with the step and the global index of each of the n images, so image i
+ * draws the same noise in any batch, on any number of ranks and after a
+ * resume. The key holds for the next encode only. Reached by name, so
+ * the ABI version is unchanged. */
+#define DF_ENCODER_NOISE_KEY "noise-key"
+
+typedef struct df_encoder_noise_key {
+	size_t struct_size;
+	void (*key)(void *self, uint64_t step, const int64_t *index, int64_t n);
+} df_encoder_noise_key;
+
 /* ------------------------------------------------------------------ */
 /* Backbone: the network. forward(x_t, t, cond) on a graph. */
 

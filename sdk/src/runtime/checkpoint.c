@@ -28,8 +28,8 @@ static char *pipeline_text(const df_pipeline *p, df_error *err)
 	return text;
 }
 
-/* The host copy of one set, numel floats (the block itself on the CPU). */
-static const float *set_values(dfr_model *m, int set)
+/* One set in backend memory, numel floats laid out as the block. */
+static float *set_block(dfr_model *m, int set)
 {
 	switch (set) {
 	case SET_RAW: return df_params_block(m->params, DF_PARAMS_VALUES);
@@ -39,6 +39,17 @@ static const float *set_values(dfr_model *m, int set)
 	}
 }
 
+/* The host view of one set: the block itself where the host reads backend
+ * memory (cpu), else a copy into staging (numel floats) made here. */
+static const float *set_values(dfr_model *m, int set, float *staging)
+{
+	const float *block = set_block(m, set);
+	if (!block || dfr_model_host_memory(m))
+		return block;
+	dfr_model_to_host(m, staging, block, m->numel);
+	return staging;
+}
+
 int dfr_checkpoint_save(dfr_model *m, const char *path, df_error *err)
 {
 	size_t count = df_params_count(m->params);
@@ -46,14 +57,19 @@ int dfr_checkpoint_save(dfr_model *m, const char *path, df_error *err)
 	df_safetensors_entry *entries = calloc(count * (size_t)sets, sizeof *entries);
 	char **names = calloc(count * (size_t)sets, sizeof *names);
 	char *text = pipeline_text(m->pipeline, err);
+	float *staging = NULL; /* host copies of the sets off the host (cuda) */
 	int rc = DF_OK;
 	if (!entries || !names || !text) {
 		rc = text ? df_error_set(err, DF_ENOMEM, "%s: out of memory", path) : DF_ENOMEM;
 		goto done;
 	}
+	if (!dfr_model_host_memory(m) && !(staging = malloc((size_t)sets * (size_t)m->numel * sizeof *staging))) {
+		rc = df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
+		goto done;
+	}
 	size_t n = 0;
 	for (int set = 0; set < sets; set++) {
-		const float *values = set_values(m, set);
+		const float *values = set_values(m, set, staging ? staging + (size_t)set * (size_t)m->numel : NULL);
 		if (!values)
 			continue;
 		for (size_t i = 0; i < count; i++) {
@@ -87,6 +103,7 @@ done:
 	free(names);
 	free(entries);
 	free(text);
+	free(staging);
 	return rc;
 }
 
@@ -225,18 +242,30 @@ static int check_extra(dfr_model *m, const df_safetensors *st, const char *path,
 	return DF_OK;
 }
 
+/* Reads a set into dst, backend memory laid out as the block: directly on
+ * the host (cpu), else through a host copy of the whole set. */
 static int read_set(dfr_model *m, const df_safetensors *st, const char *path, int set, float *dst, df_error *err)
 {
 	size_t count = df_params_count(m->params);
-	for (size_t i = 0; i < count; i++) {
+	float *host = dst, *staging = NULL;
+	if (!dfr_model_host_memory(m)) {
+		if (!(staging = malloc((size_t)m->numel * sizeof *staging)))
+			return df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
+		host = staging;
+	}
+	int rc = DF_OK;
+	for (size_t i = 0; i < count && !rc; i++) {
 		const df_tensor *t = df_params_at(m->params, i);
 		char name[512];
 		snprintf(name, sizeof name, "%s%s", set_prefixes[set], t->name);
 		const df_safetensors_tensor *f = df_safetensors_find(st, name);
-		if (df_safetensors_read_f32(st, f, dst + df_params_offset(m->params, i), f->nelem, err) != 0)
-			return df_error_prefix(err, DF_EIO, "%s", path);
+		if (df_safetensors_read_f32(st, f, host + df_params_offset(m->params, i), f->nelem, err) != 0)
+			rc = df_error_prefix(err, DF_EIO, "%s", path);
 	}
-	return DF_OK;
+	if (!rc && staging)
+		dfr_model_to_device(m, dst, staging, m->numel);
+	free(staging);
+	return rc;
 }
 
 static int64_t meta_int(const df_safetensors *st, const char *key)
@@ -271,7 +300,7 @@ int dfr_checkpoint_load(dfr_model *m, const char *path, int with_state, df_error
 		goto done;
 	rc = read_set(m, st, path, SET_RAW, df_params_block(m->params, DF_PARAMS_VALUES), err);
 	if (!rc && !absent[SET_EMA]) {
-		if (!m->ema && !(m->ema = malloc((size_t)m->numel * sizeof *m->ema)))
+		if (!m->ema && !(m->ema = dfr_model_alloc(m, m->numel)))
 			rc = df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
 		if (!rc)
 			rc = read_set(m, st, path, SET_EMA, m->ema, err);

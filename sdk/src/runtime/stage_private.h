@@ -42,7 +42,7 @@ typedef struct dfr_model {
 	void *sampler_self;
 	const char *sampler_name;
 	/* training state */
-	float *ema;         /* numel floats, NULL without an EMA set */
+	float *ema;         /* numel floats of backend memory, NULL without an EMA set */
 	int64_t numel;
 	int64_t step;       /* optimiser steps taken */
 	int64_t ema_step;   /* EMA updates taken */
@@ -56,6 +56,21 @@ int dfr_model_open(dfr_model *m, const df_pipeline *p, df_error *err);
 void dfr_model_close(dfr_model *m);
 /* Makes the EMA set (a copy of the weights) if the model has none. */
 int dfr_model_ensure_ema(dfr_model *m, df_error *err);
+/* One EMA update of the trainable part, on the model's device. */
+void dfr_model_ema_update(dfr_model *m, float decay);
+
+/* Parameter-sized memory on the model's device (cpu or cuda). The block,
+ * the EMA set and the gradients are backend memory: the stages read and
+ * write them only through these (or the df_params_* functions of
+ * optim.h). Host memory means the block itself is readable on the host
+ * (cpu), so no staging copy is needed. */
+int dfr_model_host_memory(const dfr_model *m);
+float *dfr_model_alloc(dfr_model *m, int64_t n); /* free with dfr_model_free */
+void dfr_model_free(dfr_model *m, float *device);
+void dfr_model_to_host(dfr_model *m, float *host, const float *device, int64_t n);
+void dfr_model_to_device(dfr_model *m, float *device, const float *host, int64_t n);
+/* device[0..n) *= scale. */
+void dfr_model_scale(dfr_model *m, float *device, int64_t n, float scale);
 /* The parameter block that generates with `which` (copies the EMA set into
  * the evaluation instance). */
 int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err);

@@ -122,14 +122,6 @@ static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, i
 /* ------------------------------------------------------------------ */
 /* Checks. */
 
-static int non_finite(const float *v, int64_t n)
-{
-	for (int64_t i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			return 1;
-	return 0;
-}
-
 static int numeric_failure(trainer *tr, int64_t step, const char *what, df_error *err)
 {
 	char last[4200];
@@ -141,20 +133,16 @@ static int numeric_failure(trainer *tr, int64_t step, const char *what, df_error
 	return df_error_set(err, DF_ENUMERIC, "step %" PRId64 ": %s; training stopped, %s", step + 1, what, last);
 }
 
-/* Names the first parameter whose gradient is not finite. */
+/* Names the first parameter whose gradient is not finite (found on the
+ * block's own device). */
 static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
 {
-	df_params *p = tr->m.params;
-	const float *grads = df_params_block(p, DF_PARAMS_GRADS);
 	char what[512];
-	snprintf(what, sizeof what, "gradient norm is %g", norm);
-	for (size_t i = 0; i < df_params_count(p); i++) {
-		const df_tensor *t = df_params_at(p, i);
-		if (!(t->flags & DF_TENSOR_FROZEN) && non_finite(grads + df_params_offset(p, i), t->numel)) {
-			snprintf(what, sizeof what, "the gradient of %s is not finite", t->name);
-			break;
-		}
-	}
+	df_error found;
+	if (df_params_check_finite(tr->m.params, DF_PARAMS_GRADS, &found) == DF_ENUMERIC)
+		snprintf(what, sizeof what, "%s (gradient norm %g)", found.msg, norm);
+	else
+		snprintf(what, sizeof what, "gradient norm is %g", norm);
 	return numeric_failure(tr, step, what, err);
 }
 
@@ -221,6 +209,10 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
 	df_tensor *x0 = images;
 	if ((rc = df_graph_status(g, err)))
 		return rc;
+	const df_encoder_noise_key *noise_key =
+		m->encoder && m->encoder->extension ? m->encoder->extension(m->encoder_self, DF_ENCODER_NOISE_KEY) : NULL;
+	if (noise_key && noise_key->struct_size >= sizeof *noise_key)
+		noise_key->key(m->encoder_self, (uint64_t)step, index, tr->micro);
 	if (m->encoder && (rc = m->encoder->encode(m->encoder_self, g, images, &x0, err)))
 		return df_error_prefix(err, rc, "encoder");
 	double t1 = dfr_now();
@@ -266,29 +258,31 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
  * the stop requests travel in one small reduction beside it. */
 static int reduce_gradients(trainer *tr, step_stats *s, df_error *err)
 {
-	df_params *p = tr->m.params;
-	size_t n = (size_t)df_params_trainable_numel(p);
-	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	dfr_model *m = &tr->m;
+	size_t n = (size_t)df_params_trainable_numel(m->params);
+	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
 	int64_t total = tr->passes * tr->ranks;
 	int rc;
 	if (tr->deterministic) {
+		/* On the host, whatever the device: the order is the point. */
 		size_t mine = (size_t)tr->passes * n;
 		if ((rc = df_dist_allgather_f32(tr->pass_grads + (size_t)tr->rank * mine, tr->pass_grads, mine, err)))
 			return rc;
-		memcpy(grads, tr->pass_grads, n * sizeof *grads);
+		float *sum = tr->pass_grads;
 		for (int64_t k = 1; k < total; k++) {
 			const float *g = tr->pass_grads + (size_t)k * n;
 			for (size_t i = 0; i < n; i++)
-				grads[i] += g[i];
+				sum[i] += g[i];
 		}
-	} else if ((rc = df_dist_allreduce_sum_f32(grads, n, err))) {
+		dfr_model_to_device(m, grads, sum, (int64_t)n);
+	} else if (dfr_model_host_memory(m)) {
+		if ((rc = df_dist_allreduce_sum_f32(grads, n, err)))
+			return rc;
+	} else if ((rc = df_dist_allreduce_sum_device_f32(grads, n, err))) {
 		return rc;
 	}
-	if (total > 1) {
-		float scale = 1.0f / (float)total;
-		for (size_t i = 0; i < n; i++)
-			grads[i] *= scale;
-	}
+	if (total > 1)
+		dfr_model_scale(m, grads, (int64_t)n, 1.0f / (float)total);
 	double small[2] = {s->loss, tr->o->stop && *tr->o->stop ? 1.0 : 0.0};
 	if ((rc = df_dist_allreduce_sum_f64(small, 2, err)))
 		return rc;
@@ -306,8 +300,7 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
 	df_params_zero_grad(m->params);
 	int64_t n = df_params_trainable_numel(m->params);
-	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
-	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
+	const float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
 	for (int64_t j = 0; j < tr->passes; j++) {
 		int64_t pass = tr->rank * tr->passes + j;
 		if (tr->deterministic && j > 0)
@@ -315,14 +308,15 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 		if ((rc = train_pass(tr, step, pass * tr->micro, s, err)))
 			return rc;
 		if (tr->deterministic)
-			memcpy(tr->pass_grads + (size_t)(pass * n), grads, (size_t)n * sizeof *grads);
+			dfr_model_to_host(m, tr->pass_grads + (size_t)(pass * n), grads, n);
 	}
 	double t3 = dfr_now();
 	if ((rc = reduce_gradients(tr, s, err)))
 		return rc;
 	s->t_reduce = dfr_now() - t3;
 	t3 += s->t_reduce;
-	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
+	if ((rc = df_params_clip_grad_norm(m->params, ts->grad_clip, &s->grad_norm, err)))
+		return rc;
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
 	df_lr_schedule schedule = {
@@ -336,12 +330,11 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	df_adamw_config adam = df_adamw_defaults();
 	adam.lr = s->lr;
 	adam.weight_decay = ts->weight_decay;
-	if (df_adamw_step(values, grads, df_params_block(m->params, DF_PARAMS_M), df_params_block(m->params, DF_PARAMS_V),
-	                  NULL, (size_t)n, &adam, step + 1) != 0)
-		return df_error_set(err, DF_EINVAL, "step %" PRId64 ": AdamW refused its settings", step + 1);
+	if ((rc = df_params_adamw_step(m->params, &adam, step + 1, err)))
+		return df_error_prefix(err, rc, "step %" PRId64, step + 1);
 	m->have_opt = 1;
 	if (m->ema) {
-		df_ema_update(m->ema, values, (size_t)n, df_ema_decay_at((float)ts->ema, m->ema_step, ts->ema_warmup));
+		dfr_model_ema_update(m, df_ema_decay_at((float)ts->ema, m->ema_step, ts->ema_warmup));
 		m->ema_step++;
 	}
 	m->step = step + 1;
@@ -474,7 +467,7 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 			return rc;
 		tr->saved_step = m->step;
 		if (tr->ts->ema <= 0 && m->ema) {
-			free(m->ema);
+			dfr_model_free(m, m->ema);
 			m->ema = NULL;
 		}
 		say(tr, "resuming %s at step %" PRId64 " (EMA step %" PRId64 ")", tr->checkpoint, m->step, m->ema_step);
