@@ -88,17 +88,7 @@ expect 1 "$diffuse" sample "$tmp/tiny.cfg" --checkpoint "$tmp/once/tiny/checkpoi
 grep_in err "backbone.hidden (checkpoint 16, pipeline 32)"
 
 # Ctrl-C: the step finishes, a checkpoint is saved, the exit status is 3.
-"$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/int" -o train.steps=100000000 >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-	grep -q "training tiny" "$tmp/out" 2>/dev/null && break
-	sleep 0.5
-done
-sleep 0.5
-kill -INT "$pid"
-wait "$pid"
-got=$?
-[ "$got" -eq 3 ] || { echo "FAIL: exit $got after SIGINT, expected 3"; cat "$tmp/err"; failures=$((failures + 1)); }
+expect_interrupted out "training tiny" "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/int" -o train.steps=100000000
 grep_in err "interrupted at step"
 [ -s "$tmp/int/tiny/checkpoint.safetensors" ] || { echo "FAIL: no checkpoint after SIGINT"; failures=$((failures + 1)); }
 

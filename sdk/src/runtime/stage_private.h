@@ -95,7 +95,11 @@ void dfr_guidance_from_pipeline(const df_pipeline *p, df_guidance *g);
 int dfr_decode(dfr_model *m, df_graph *g, const float *x, int64_t n, float *images, df_error *err);
 /* A grid of EMA (or raw) samples, one row per class, into path. */
 int dfr_write_class_grid(dfr_model *m, df_weight_set which, const char *path, char *summary, size_t size,
-                         df_error *err);
+                         const df_stage_options *o, df_error *err);
+/* Tells o->output (when set) that samples or a checkpoint were written. */
+void dfr_tell_samples(const df_stage_options *o, const dfr_model *m, df_weight_set which, const char *path,
+                      int64_t count, int64_t nfe);
+void dfr_tell_checkpoint(const df_stage_options *o, const char *path, int64_t step);
 
 /* path = dir + "/" + name, into buf. */
 const char *dfr_join(char *buf, size_t size, const char *dir, const char *name);

@@ -403,6 +403,8 @@ static int save(trainer *tr, df_error *err)
 	int rc = tr->rank == 0 ? dfr_checkpoint_save(&tr->m, tr->checkpoint, err) : DF_OK;
 	if (!rc)
 		tr->saved_step = tr->m.step;
+	if (!rc && tr->rank == 0)
+		dfr_tell_checkpoint(tr->o, tr->checkpoint, tr->m.step);
 	return rc;
 }
 
@@ -418,7 +420,7 @@ static int grid(trainer *tr, int final, df_error *err)
 	snprintf(name, sizeof name, "samples-%06" PRId64 ".png", tr->m.step);
 	dfr_join(path, sizeof path, tr->o->run_dir, final ? final_name : name);
 	int rc = dfr_write_class_grid(&tr->m, tr->m.ema ? DF_WEIGHTS_EMA : DF_WEIGHTS_RAW, path, summary, sizeof summary,
-	                              err);
+	                              tr->o, err);
 	if (!rc)
 		say(tr, "%s: %s", path, summary);
 	return rc;
