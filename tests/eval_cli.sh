@@ -78,6 +78,19 @@ expect 0 "$diffuse" eval "$pipeline" $tiny --checkpoint "$ckpt" --count 20 --met
 grep_in out "come from the run folder"
 grep_in out "fd statistics cached"
 
+# The pipeline's metric section chooses the features of every metric:
+# pixels give another FD than the shipped network, and inception without
+# its weights is refused with a line that says what to bring.
+# shellcheck disable=SC2086
+expect 0 "$diffuse" eval "$pipeline" $tiny --checkpoint "$ckpt" --count 20 --metrics fd --json --no-reference \
+	-o metric.plugin=fd -o metric.features=pixels
+pixel_fd=$(sed -n 's/.*"fd":\([-0-9.eE+]*\).*/\1/p' "$tmp/out")
+test -n "$pixel_fd" && test "$pixel_fd" != "$fd" || { echo "FAIL: metric.features=pixels did not change the FD ($pixel_fd)"; failures=$((failures + 1)); }
+# shellcheck disable=SC2086
+expect 1 "$diffuse" eval "$pipeline" $tiny --checkpoint "$ckpt" --count 20 --metrics fd \
+	-o metric.plugin=fd -o metric.features=inception
+grep_in err "Inception"
+
 # The sweep example, at a test's size: three runs and their table.
 expect 0 env DIFFUSE="$diffuse" RUNS="$tmp/sweep" COUNT=20 STEPS=2 EXTRA="$tiny" \
 	"$DF_TOP_SRCDIR/examples/sweep.sh" "$pipeline"
