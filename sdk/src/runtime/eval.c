@@ -55,6 +55,38 @@ static void say(const evaluator *ev, const char *fmt, ...)
 /* ------------------------------------------------------------------ */
 /* Metrics. */
 
+/* The pipeline's `metric` section speaks for every metric eval opens: each
+ * of its settings that the opened metric also declares (features, weights,
+ * pad_to, ...) is copied over, so all figures, floor and ceiling included,
+ * share one feature network. */
+static int apply_metric_section(const evaluator *ev, const df_component *c, void *values, df_error *err)
+{
+	const df_pipeline_section *sec = df_pipeline_get(ev->p, "metric");
+	if (!sec || !sec->settings || !c->settings)
+		return DF_OK;
+	for (const df_setting *s = sec->settings; s->name; s++) {
+		const df_setting *mine = df_settings_find(c->settings, s->name);
+		if (!mine || mine->type != s->type || strcmp(s->name, "plugin") == 0)
+			continue;
+		char buf[4096];
+		const char *text = buf;
+		if (s->type == DF_SETTING_STRING) {
+			/* strings are stored and set as they are, without quotes */
+			memcpy(&text, (const char *)sec->values + s->offset, sizeof text);
+			if (!text)
+				continue;
+		} else {
+			int len = df_settings_format(s, sec->values, buf, sizeof buf);
+			if (len < 0 || (size_t)len >= sizeof buf)
+				return df_error_set(err, DF_EINVAL, "metric.%s: value too long", s->name);
+		}
+		int rc = df_settings_set(c->settings, values, s->name, text, err);
+		if (rc)
+			return df_error_prefix(err, rc, "metric.%s", s->name);
+	}
+	return DF_OK;
+}
+
 static int metric_open(evaluator *ev, metric_slot *m, const char *name, df_error *err)
 {
 	const df_component_info *info = df_registry_find(ev->reg, DF_KIND_METRIC, name);
@@ -66,6 +98,8 @@ static int metric_open(evaluator *ev, metric_slot *m, const char *name, df_error
 	if (!m->settings)
 		return df_error_set(err, DF_ENOMEM, "out of memory");
 	int rc = m->component->settings ? df_settings_defaults(m->component->settings, m->settings, err) : DF_OK;
+	if (!rc)
+		rc = apply_metric_section(ev, m->component, m->settings, err);
 	if (!rc)
 		rc = m->vtable->create(m->settings, ev->ctx, ev->image, &m->self, err);
 	if (rc)
@@ -276,7 +310,8 @@ static int generate(evaluator *ev, const df_eval_request *req, int64_t count, df
 	         ev->o && ev->o->run_dir ? ev->o->run_dir : ".");
 	df_sample_request sr = {
 		.struct_size = sizeof sr,
-		.checkpoint = req->checkpoint,
+		.checkpoint = req->weights ? NULL : req->checkpoint,
+		.weights = req->weights,
 		.count = count,
 		.out = res->samples,
 	};
