@@ -141,8 +141,8 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		sample = 0;
 		ran = 1;
 	}
-	/* Sampling is not split across ranks: rank 0 samples. */
-	if (status == DF_OK && sample && df_dist_rank() == 0 && df_pipeline_has_stage(p, "sample")) {
+	/* Every rank samples its share; rank 0 writes the grid. */
+	if (status == DF_OK && sample && df_pipeline_has_stage(p, "sample")) {
 		const df_pipeline_section *sec = df_pipeline_get(p, "sample");
 		const df_sample_settings *s = sec->values;
 		char out[4096];
@@ -267,7 +267,11 @@ static int sample_body(const pipeline_args *a, const df_pipeline *p)
 	df_stage_options o = stage_options(run_dir);
 	df_error err;
 	int status = df_sample_run(p, &req, &o, &err);
-	return status ? report_failure("sample", status, &err) : EXIT_OK;
+	if (!status)
+		return EXIT_OK;
+	/* No rank waits for another after a failed df_sample_run: no abort. */
+	fprintf(stderr, "diffuse sample: %s\n", err.msg);
+	return exit_code(status);
 }
 
 /* Without PIPELINE, the checkpoint stands in for it. */
