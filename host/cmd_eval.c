@@ -178,7 +178,7 @@ int cmd_eval(int argc, char **argv)
 		if (status) {
 			fprintf(stderr, "diffuse eval: %s\n", err.msg);
 			code = EXIT_RUNTIME;
-		} else if (df_dist_rank() == 0) {
+		} else {
 			print_table(eo.json ? stderr : stdout, &r);
 			if (eo.json)
 				print_json(run_dir, eo.checkpoint, &r);

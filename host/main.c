@@ -519,6 +519,10 @@ int main(int argc, char **argv)
 	int on_every_rank = 0;
 	for (size_t i = 0; argc >= 2 && i < sizeof split / sizeof split[0]; i++)
 		on_every_rank |= strcmp(argv[1], split[i]) == 0;
+	/* Rank 0 speaks for the job on stdout (news, tables, summaries); the
+	 * others would only repeat it. Their errors still reach stderr. */
+	if (df_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+		fprintf(stderr, "diffuse: rank %d: cannot send stdout to /dev/null\n", df_dist_rank());
 	int status = EXIT_OK;
 	if (df_dist_rank() == 0 || on_every_rank)
 		status = run_command(argc, argv);

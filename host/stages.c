@@ -267,11 +267,7 @@ static int sample_body(const pipeline_args *a, const df_pipeline *p)
 	df_stage_options o = stage_options(run_dir);
 	df_error err;
 	int status = df_sample_run(p, &req, &o, &err);
-	if (!status)
-		return EXIT_OK;
-	/* No rank waits for another after a failed df_sample_run: no abort. */
-	fprintf(stderr, "diffuse sample: %s\n", err.msg);
-	return exit_code(status);
+	return status ? report_failure("sample", status, &err) : EXIT_OK;
 }
 
 /* Without PIPELINE, the checkpoint stands in for it. */

@@ -140,6 +140,13 @@ grep -q '"fd":' "$tmp/e1.json" || { fail "no fd in the summary:"; sed 's/^/  /' 
 [ "$(wc -l <"$tmp/e2.json")" -eq 1 ] || fail "two ranks printed more than one summary"
 cmp -s "$tmp/e1.json" "$tmp/e2.json" || { fail "two ranks evaluated other figures:"; cat "$tmp/e1.json" "$tmp/e2.json"; }
 cmp -s "$tmp/e1/eval-samples.safetensors" "$tmp/e2/eval-samples.safetensors" || fail "eval: two ranks sampled other values"
+# Failures end the job with status 1 and leave no rank waiting: rank 0
+# alone failing to write, and every rank failing to load.
+expect 1 $mpirun -np 2 "$diffuse" sample $small --out "$tmp/missing/s.safetensors"
+grep_in err "rank 0 of 2 failed"
+expect 1 $mpirun -np 2 "$diffuse" eval "$tmp/tiny.cfg" -o dataset.size=28 --count 10 \
+	--checkpoint "$tmp/missing/checkpoint.safetensors"
+grep_in err "cannot open"
 
 # A global batch the ranks cannot share.
 expect 1 $mpirun -np 2 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/odd" -o train.batch=15
