@@ -74,10 +74,10 @@ static const df_sample_settings *sample_settings(const dfr_model *m)
 	return sec ? sec->values : NULL;
 }
 
-/* Samples items [first, first + n) in batches: x (all items, latent)
- * receives model-space samples there; y the labels used (taken as given
- * when from_file). Each item depends on its global index alone, so any
- * split of the items gives the same samples. */
+/* Samples items [first, first + n) in batches: x (n, latent) receives
+ * their model-space samples, y (n) their labels (taken as given when
+ * from_file). An item depends on its global index, not on where it is
+ * stored, so the ranks can each sample a share. */
 static int sample_items(dfr_model *m, df_weight_set which, float *x, int32_t *y, int64_t first, int64_t n,
                         int from_file, int64_t cols, int64_t *nfe, df_error *err)
 {
@@ -91,15 +91,16 @@ static int sample_items(dfr_model *m, df_weight_set which, float *x, int32_t *y,
 	*nfe = 0;
 	for (int64_t start = first; start < first + n && !rc; start += batch) {
 		int64_t b = first + n - start < batch ? first + n - start : batch;
+		int64_t at = start - first; /* where the batch is stored */
 		for (int64_t i = 0; i < b; i++) {
 			index[i] = start + i;
 			if (!from_file) {
-				initial_noise(m, start + i, x + (start + i) * dim);
-				y[start + i] = grid_label(m, s, start + i, cols);
+				initial_noise(m, start + i, x + (at + i) * dim);
+				y[at + i] = grid_label(m, s, start + i, cols);
 			}
 		}
 		int64_t batch_nfe = 0;
-		rc = dfr_sample_batch(m, which, g, x + start * dim, m->data.num_classes > 0 ? y + start : NULL, index, b,
+		rc = dfr_sample_batch(m, which, g, x + at * dim, m->data.num_classes > 0 ? y + at : NULL, index, b,
 		                      &batch_nfe, err);
 		if (batch_nfe > *nfe)
 			*nfe = batch_nfe;
@@ -304,12 +305,12 @@ static int load_for_sampling(dfr_model *m, const df_sample_request *req, const d
 	return DF_OK;
 }
 
-/* The outputs every sampling run gathers on rank 0 (dist.h): the
- * latents, or the images decoded from them. Every rank holds x for all
- * items and fills its share; images holds the share (all of them on
- * rank 0, whose share comes first). */
+/* What a sampling run gathers on rank 0 (dist.h): the latents, or the
+ * images decoded from them. Rank 0's buffers hold every item, another
+ * rank's only its share (x every item when read from a noise file);
+ * x_mine points at the share. Rank 0's share comes first. */
 typedef struct sampled {
-	float *x, *images;
+	float *x, *x_mine, *images;
 	int32_t *y;
 	int64_t n, first, mine, nfe, cols;
 } sampled;
@@ -320,13 +321,23 @@ static int sample_share(dfr_model *m, const df_sample_request *req, df_weight_se
                         df_error *err)
 {
 	const df_sample_settings *s = sample_settings(m);
+	int64_t dim = latent_dim(m), batch = s ? s->batch : 64;
 	if (req->noise) {
 		int rc = read_noise(m, req->noise, &r->x, &r->y, &r->n, err);
 		if (rc)
 			return rc;
 		r->cols = grid_columns(m, r->n);
-	} else {
-		r->x = malloc((size_t)(r->n * latent_dim(m)) * sizeof *r->x);
+	}
+	/* The ranks share whole batches of the one-process run: the kernels
+	 * may round an item differently in a batch of another size. */
+	int64_t first_batch, batches;
+	df_dist_share((r->n + batch - 1) / batch, &first_batch, &batches);
+	int64_t end = (first_batch + batches) * batch < r->n ? (first_batch + batches) * batch : r->n;
+	r->first = first_batch * batch < r->n ? first_batch * batch : r->n;
+	r->mine = end - r->first;
+	int64_t held = df_dist_rank() == 0 ? r->n : r->mine; /* items in this rank's buffers */
+	if (!req->noise) {
+		r->x = malloc((size_t)((held + 1) * dim) * sizeof *r->x);
 		r->y = calloc((size_t)r->n + 1, sizeof *r->y);
 		if (!r->x || !r->y)
 			return df_error_set(err, DF_ENOMEM, "sampling: out of memory");
@@ -334,20 +345,15 @@ static int sample_share(dfr_model *m, const df_sample_request *req, df_weight_se
 		for (int64_t i = 0; i < r->n; i++)
 			r->y[i] = grid_label(m, s, i, r->cols);
 	}
-	/* The ranks share whole batches of the one-process run: the kernels
-	 * may round an item differently in a batch of another size. */
-	int64_t batch = s ? s->batch : 64, first_batch, batches;
-	df_dist_share((r->n + batch - 1) / batch, &first_batch, &batches);
-	int64_t end = (first_batch + batches) * batch < r->n ? (first_batch + batches) * batch : r->n;
-	r->first = first_batch * batch < r->n ? first_batch * batch : r->n;
-	r->mine = end - r->first;
-	int rc = sample_items(m, which, r->x, r->y, r->first, r->mine, req->noise != NULL, r->cols, &r->nfe, err);
+	r->x_mine = req->noise ? r->x + r->first * dim : r->x;
+	int rc = sample_items(m, which, r->x_mine, r->y + r->first, r->first, r->mine, req->noise != NULL, r->cols,
+	                      &r->nfe, err);
 	if (rc || !decode)
 		return rc;
-	r->images = malloc((size_t)((df_dist_rank() == 0 ? r->n : r->mine) * image_dim(m)) * sizeof *r->images);
+	r->images = malloc((size_t)((held + 1) * image_dim(m)) * sizeof *r->images);
 	if (!r->images)
 		return df_error_set(err, DF_ENOMEM, "sampling: out of memory");
-	return decode_all(m, r->x + r->first * latent_dim(m), r->mine, r->images, err);
+	return decode_all(m, r->x_mine, r->mine, r->images, err);
 }
 
 /* Under mpirun every rank samples its share of the items and rank 0
@@ -379,7 +385,7 @@ int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_s
 		rc = df_dist_allreduce_max_i64(&r.nfe, 1, err);
 	if (!rc) {
 		int64_t row = tensors ? latent_dim(&m) : image_dim(&m);
-		float *all = tensors ? r.x : r.images, *mine = tensors ? r.x + r.first * row : r.images;
+		float *all = tensors ? r.x : r.images, *mine = tensors ? r.x_mine : r.images;
 		rc = df_dist_gather_rows_f32(mine, r.mine, (size_t)row, all, err);
 	}
 	if (!rc && df_dist_rank() == 0) {
