@@ -103,11 +103,12 @@ same "$tmp/one" "$tmp/switch" "10 steps on two ranks and 10 on one differ from 2
 
 # Sampling: every rank samples its share of whole batches, rank 0 gathers
 # and writes once; the samples equal one process's bit for bit, also when
-# the 4 batches of 7 samples split unevenly over 3 ranks.
+# the 4 batches of 7 samples split unevenly over 3 ranks, or leave one of
+# 5 ranks without work.
 ckpt="$tmp/one/tiny/checkpoint.safetensors"
 small="--checkpoint $ckpt --count 7 -o sample.batch=2"
 expect 0 "$diffuse" sample $small --out "$tmp/s1.safetensors"
-for n in 2 3; do
+for n in 2 3 5; do
 	expect 0 $mpirun -np $n "$diffuse" sample $small --out "$tmp/s$n.safetensors"
 	[ "$(grep -c "samples from" "$tmp/out")" -eq 1 ] || { fail "$n ranks did not write once:"; sed 's/^/  /' "$tmp/out"; }
 	grep_in out "batches shared by $n ranks"
