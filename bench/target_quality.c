@@ -20,6 +20,7 @@
 #include "diffuse/rng.h"
 #include "diffuse/runtime.h"
 #include "diffuse/tensor.h"
+#include "plot.h"
 
 #define SIDE 32
 #define D (SIDE * SIDE)
@@ -217,66 +218,22 @@ static void exact_targets(const df_process *p, const float *xt, const float *t, 
 /* log10 MSE against t, one polyline per estimator, gridlines per decade. */
 static int plot(const char *path, double mse[NE][NT], df_error *err)
 {
-	enum { W = 720, H = 440, L = 50, R = 20, T = 20, B = 40 };
-	uint8_t *px = malloc((size_t)W * H * 3);
-	memset(px, 255, (size_t)W * H * 3);
-	double lo = INFINITY, hi = -INFINITY;
+	double logs[NE][NT], lo = INFINITY, hi = -INFINITY;
 	for (int e = 0; e < NE; e++)
 		for (int i = 0; i < NT; i++) {
-			double v = log10(mse[e][i] > 1e-12 ? mse[e][i] : 1e-12);
-			lo = v < lo ? v : lo;
-			hi = v > hi ? v : hi;
+			logs[e][i] = log10(mse[e][i] > 1e-12 ? mse[e][i] : 1e-12);
+			lo = logs[e][i] < lo ? logs[e][i] : lo;
+			hi = logs[e][i] > hi ? logs[e][i] : hi;
 		}
 	lo = floor(lo);
 	hi = ceil(hi);
-#define PUT(x, y, r, g, b)                                                                  \
-	do {                                                                                \
-		int px_ = (x), py_ = (y);                                                   \
-		if (px_ >= 0 && px_ < W && py_ >= 0 && py_ < H) {                           \
-			uint8_t *d_ = px + ((size_t)py_ * W + px_) * 3;                     \
-			d_[0] = (r), d_[1] = (g), d_[2] = (b);                              \
-		}                                                                           \
-	} while (0)
-	for (double dec = lo; dec <= hi; dec += 1) {
-		int y = (int)(H - B - (dec - lo) / (hi - lo) * (H - T - B));
-		for (int x = L; x < W - R; x++)
-			PUT(x, y, 210, 210, 210);
-	}
-	for (int k = 0; k <= 10; k++) {
-		int x = L + k * (W - L - R) / 10;
-		for (int y = T; y < H - B; y++)
-			PUT(x, y, 235, 235, 235);
-		for (int y = H - B; y < H - B + 6; y++)
-			PUT(x, y, 0, 0, 0);
-	}
-	for (int x = L; x < W - R; x++)
-		PUT(x, H - B, 0, 0, 0);
-	for (int y = T; y <= H - B; y++)
-		PUT(L, y, 0, 0, 0);
+	bench_axes axes = {.x_lo = 0, .x_hi = 1, .x_ticks = 10, .y_lo = lo, .y_hi = hi > lo ? hi : lo + 1, .y_grid = 1};
+	bench_series series[NE];
 	for (int e = 0; e < NE; e++) {
-		const uint8_t *c = estimators[e].rgb;
-		int px0 = 0, py0 = 0;
-		for (int i = 0; i < NT; i++) {
-			double v = log10(mse[e][i] > 1e-12 ? mse[e][i] : 1e-12);
-			int x = (int)(L + grid_t[i] * (W - L - R)), y = (int)(H - B - (v - lo) / (hi - lo) * (H - T - B));
-			for (int dy = -3; dy <= 3; dy++)
-				for (int dx = -3; dx <= 3; dx++)
-					PUT(x + dx, y + dy, c[0], c[1], c[2]);
-			if (i > 0) {
-				int steps = abs(x - px0) > abs(y - py0) ? abs(x - px0) : abs(y - py0);
-				for (int s = 0; s <= steps; s++)
-					for (int w = -1; w <= 1; w++) {
-						int lx = px0 + (x - px0) * s / (steps ? steps : 1);
-						int ly = py0 + (y - py0) * s / (steps ? steps : 1);
-						PUT(lx, ly + w, c[0], c[1], c[2]);
-					}
-			}
-			px0 = x, py0 = y;
-		}
+		series[e] = (bench_series){.x = grid_t, .y = logs[e], .n = NT};
+		memcpy(series[e].rgb, estimators[e].rgb, 3);
 	}
-#undef PUT
-	int rc = df_png_write(path, px, W, H, 3, err);
-	free(px);
+	int rc = bench_plot(path, &axes, series, NE, err);
 	if (!rc)
 		printf("\nplot: %s (log10 MSE from 1e%g to 1e%g, t from 0 to 1)\n", path, lo, hi);
 	return rc;

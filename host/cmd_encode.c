@@ -11,12 +11,15 @@
  *               extension) using the pipeline's train section (batch, lr,
  *               steps, weight_decay, grad_clip, log_every), writes the
  *               weights to RUNS_DIR/<name>/encoder.safetensors, then prints
- *               the reconstruction PSNR on the dataset's test split. */
+ *               the reconstruction PSNR on the dataset's test split.
+ *   diffuse eval of a pipeline with an encoder and no backbone (an
+ *   autoencoder's own pipeline) prints that PSNR for given weights. */
 #include "config.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include "diffuse/diffuse.h"
 #include "host.h"
 
@@ -249,7 +252,6 @@ static int train_encoder(encode_parts *e, const df_pipeline *p, df_error *err)
 	int64_t *indices = malloc((size_t)batch * sizeof(int64_t));
 	df_graph *g = df_graph_create(e->ctx, 0);
 	int rc = images && labels && indices && g ? DF_OK : df_error_set(err, DF_ENOMEM, "autoencode: out of memory");
-	const size_t n = (size_t)df_params_trainable_numel(params);
 	df_adamw_config adam = df_adamw_defaults();
 	adam.weight_decay = t->weight_decay;
 	df_lr_schedule schedule = {0};
@@ -276,11 +278,12 @@ static int train_encoder(encode_parts *e, const df_pipeline *p, df_error *err)
 			rc = df_error_set(err, DF_ENUMERIC, "autoencode: the loss is %g at step %lld", value, (long long)step);
 			break;
 		}
-		float *grads = df_params_block(params, DF_PARAMS_GRADS);
-		double norm = t->grad_clip > 0 ? df_clip_grad_norm(grads, n, t->grad_clip) : df_grad_norm(grads, n);
+		/* The block-level functions: the parameters may be device memory. */
+		double norm = 0;
+		if ((rc = df_params_clip_grad_norm(params, t->grad_clip, &norm, err)) != DF_OK)
+			break;
 		adam.lr = df_lr_at(&schedule, step);
-		if (df_adamw_step(df_params_block(params, DF_PARAMS_VALUES), grads, df_params_block(params, DF_PARAMS_M),
-		                  df_params_block(params, DF_PARAMS_V), NULL, n, &adam, step + 1) != 0) {
+		if (df_params_adamw_step(params, &adam, step + 1, err) != DF_OK) {
 			rc = df_error_set(err, DF_EINVAL, "autoencode: bad optimiser settings");
 			break;
 		}
@@ -351,12 +354,76 @@ static int write_encoder(encode_parts *e, const char *path, df_error *err)
 	return rc;
 }
 
+/* The reconstruction PSNR of the pipeline's encoder with the given weights
+ * on the dataset's test split when it has one (else the training data):
+ * the same pipeline reloaded with encoder.weights = weights, the posterior's
+ * mode when the encoder has one, and dataset.split = test. Prints one line,
+ * or with json one summary object on stdout (the line on stderr). */
+static int reconstruction_report(const pipeline_args *a, const df_pipeline *p, const char *weights, int json,
+                                 df_error *err)
+{
+	const df_pipeline_section *ds = df_pipeline_get(p, "dataset"), *en = df_pipeline_get(p, "encoder");
+	int has_split = ds && df_settings_find(ds->settings, "split") != NULL;
+	int has_posterior = en && df_settings_find(en->settings, "posterior") != NULL;
+	pipeline_args eval = *a;
+	char weights_override[4200];
+	snprintf(weights_override, sizeof(weights_override), "encoder.weights=%s", weights);
+	const char **overrides = calloc(a->n_overrides + 3, sizeof(*overrides));
+	df_registry *reg = NULL;
+	df_pipeline *eval_p = NULL;
+	encode_parts te = {0};
+	double psnr = 0;
+	int rc = overrides ? DF_OK : df_error_set(err, DF_ENOMEM, "out of memory");
+	if (rc == DF_OK) {
+		if (a->n_overrides)
+			memcpy(overrides, a->overrides, a->n_overrides * sizeof(*overrides));
+		eval.overrides = overrides;
+		eval.n_overrides = a->n_overrides;
+		overrides[eval.n_overrides++] = weights_override;
+		if (has_split)
+			overrides[eval.n_overrides++] = "dataset.split=test";
+		if (has_posterior)
+			overrides[eval.n_overrides++] = "encoder.posterior=mode";
+		if (load_pipeline(&eval, &reg, &eval_p) != EXIT_OK)
+			rc = df_error_set(err, DF_EINVAL, "cannot reload the pipeline with the weights %s", weights);
+	}
+	if (rc == DF_OK && (rc = parts_open(eval_p, &te, err)) == DF_OK &&
+	    (rc = reconstruction_psnr(&te, &psnr, err)) == DF_OK) {
+		const char *split = has_split ? "test" : "training-data";
+		fprintf(json ? stderr : stdout, "%s reconstruction PSNR: %.2f dB over %lld images\n", split, psnr,
+		        (long long)te.info.count);
+		json_t *root = json ? json_pack("{s:s, s:s, s:s, s:I, s:{s:f}}", "command", "eval", "checkpoint", weights,
+		                                "split", split, "count", (json_int_t)te.info.count, "metrics", "psnr",
+		                                psnr)
+		                    : NULL;
+		if (root) {
+			json_dumpf(root, stdout, JSON_COMPACT);
+			fputc('\n', stdout);
+			json_decref(root);
+		}
+	}
+	if (te.ctx)
+		parts_close(&te);
+	df_pipeline_destroy(eval_p);
+	df_registry_destroy(reg);
+	free(overrides);
+	return rc;
+}
+
+int host_eval_autoencoder(const pipeline_args *a, const df_pipeline *p, const char *weights, int json)
+{
+	df_error err = {{0}};
+	int rc = reconstruction_report(a, p, weights, json, &err);
+	if (rc != DF_OK)
+		fprintf(stderr, "diffuse eval: %s\n", err.msg[0] ? err.msg : "out of memory");
+	return rc == DF_OK ? EXIT_OK : rc == DF_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+}
+
 static int autoencode_body(const pipeline_args *a, const df_pipeline *p)
 {
 	df_error err = {{0}};
 	encode_parts e;
 	char *dir = NULL, path[4096] = "";
-	double psnr = 0;
 	int rc = parts_open(p, &e, &err);
 	if (rc == DF_OK)
 		rc = train_encoder(&e, p, &err);
@@ -368,44 +435,13 @@ static int autoencode_body(const pipeline_args *a, const df_pipeline *p)
 	}
 	if (rc == DF_OK)
 		printf("wrote %s\n", path);
-
-	/* The test split when the dataset has one (else the training data):
-	 * the same pipeline with dataset.split = test and the new weights. */
-	const df_pipeline_section *ds = df_pipeline_get(p, "dataset");
-	int has_split = ds && df_settings_find(ds->settings, "split") != NULL;
-	pipeline_args eval = *a;
-	char weights_override[4200];
-	snprintf(weights_override, sizeof(weights_override), "encoder.weights=%s", path);
-	const char **overrides = calloc(a->n_overrides + 2, sizeof(*overrides));
-	df_registry *reg = NULL;
-	df_pipeline *eval_p = NULL;
-	encode_parts te = {0};
-	if (rc == DF_OK && !overrides)
-		rc = df_error_set(&err, DF_ENOMEM, "out of memory");
-	if (rc == DF_OK) {
-		memcpy(overrides, a->overrides, a->n_overrides * sizeof(*overrides));
-		eval.overrides = overrides;
-		eval.n_overrides = a->n_overrides;
-		overrides[eval.n_overrides++] = weights_override;
-		if (has_split)
-			overrides[eval.n_overrides++] = "dataset.split=test";
-		if (load_pipeline(&eval, &reg, &eval_p) != EXIT_OK)
-			rc = df_error_set(&err, DF_EINVAL, "cannot reload the pipeline with the trained weights");
-		if (rc == DF_OK && (rc = parts_open(eval_p, &te, &err)) == DF_OK &&
-		    (rc = reconstruction_psnr(&te, &psnr, &err)) == DF_OK)
-			printf("%s reconstruction PSNR: %.2f dB over %lld images\n", has_split ? "test" : "training-data",
-			       psnr, (long long)te.info.count);
-	}
-	if (rc != DF_OK)
-		fprintf(stderr, "diffuse autoencode: %s\n", err.msg[0] ? err.msg : "out of memory");
-	if (te.ctx)
-		parts_close(&te);
-	df_pipeline_destroy(eval_p);
-	df_registry_destroy(reg);
-	free(overrides);
-	free(dir);
 	if (e.ctx)
 		parts_close(&e);
+	if (rc == DF_OK)
+		rc = reconstruction_report(a, p, path, 0, &err);
+	if (rc != DF_OK)
+		fprintf(stderr, "diffuse autoencode: %s\n", err.msg[0] ? err.msg : "out of memory");
+	free(dir);
 	return rc == DF_OK ? EXIT_OK : rc == DF_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
 }
 

@@ -4,17 +4,17 @@
  * pipeline. */
 #include "config.h"
 #include <inttypes.h>
-#include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "host.h"
+#include "summary.h"
 
 int cmd_eval(int argc, char **argv); /* main.c's command table calls it */
 
 typedef struct eval_options {
-	const char *checkpoint, *metrics;
+	const char *checkpoint, *weights, *metrics;
 	int64_t count;
 	int json, no_reference;
 } eval_options;
@@ -51,6 +51,8 @@ static int take_eval_options(int *argc, char **argv, eval_options *o)
 		const char *count = NULL;
 		if (strcmp(arg, "--checkpoint") == 0)
 			value = &o->checkpoint;
+		else if (strcmp(arg, "--weights") == 0)
+			value = &o->weights;
 		else if (strcmp(arg, "--metrics") == 0)
 			value = &o->metrics;
 		else if (strcmp(arg, "--count") == 0)
@@ -105,25 +107,6 @@ static void print_table(FILE *out, const df_eval_result *r)
 	        r->reference_cached ? " (their fd statistics cached in the run folder)" : "", r->made_by);
 }
 
-static void print_json(const char *run_dir, const char *checkpoint, const df_eval_result *r)
-{
-	json_t *metrics = json_object();
-	for (int i = 0; i < r->count; i++)
-		json_object_set_new(metrics, r->values[i].name, json_real(r->values[i].value));
-	json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o}", "command", "eval", "run_dir", run_dir,
-	                         "checkpoint", checkpoint, "samples", r->samples, "made_by", r->made_by, "count",
-	                         (json_int_t)r->generated, "real", (json_int_t)r->real, "metrics", metrics);
-	if (root && r->have_reference) {
-		json_object_set_new(root, "fd_floor", json_real(r->fd_floor));
-		json_object_set_new(root, "fd_ceiling", json_real(r->fd_ceiling));
-	}
-	if (root) {
-		json_dumpf(root, stdout, JSON_COMPACT);
-		fputc('\n', stdout);
-		json_decref(root);
-	}
-}
-
 int cmd_eval(int argc, char **argv)
 {
 	eval_options eo = {0};
@@ -147,27 +130,48 @@ int cmd_eval(int argc, char **argv)
 		memset(&a, 0, sizeof a);
 	if (code == EXIT_OK && !eo.checkpoint && host_is_checkpoint(a.file))
 		eo.checkpoint = a.file;
-	if (code == EXIT_OK && !eo.checkpoint) {
-		fprintf(stderr, "diffuse eval: --checkpoint is required\n");
+	if (code == EXIT_OK && eo.checkpoint && eo.weights) {
+		fprintf(stderr, "diffuse eval: give --checkpoint or --weights, not both\n");
+		code = EXIT_USAGE;
+	} else if (code == EXIT_OK && !eo.checkpoint && !eo.weights) {
+		fprintf(stderr, "diffuse eval: --checkpoint is required (or PIPELINE and --weights)\n");
 		code = EXIT_USAGE;
 	}
 	df_registry *reg = NULL;
 	df_pipeline *p = NULL;
 	if (code == EXIT_OK)
 		code = load_pipeline(&a, &reg, &p);
+	if (code == EXIT_OK && !df_pipeline_get(p, "backbone") && df_pipeline_get(p, "encoder")) {
+		/* an autoencoder's own pipeline: the checkpoint is the encoder's weights */
+		code = host_eval_autoencoder(&a, p, eo.checkpoint, eo.json);
+		df_pipeline_destroy(p);
+		df_registry_destroy(reg);
+		free(a.overrides);
+		return code;
+	}
 	if (code == EXIT_OK && !metrics_known(reg, eo.metrics))
 		code = EXIT_USAGE;
 	if (code == EXIT_OK) {
-		char *copy = strdup(eo.checkpoint);
+		/* the run folder: where the checkpoint (or the weights) lie */
+		const char *source = eo.weights ? eo.weights : eo.checkpoint;
+		char *copy = strdup(source);
 		const char *run_dir = copy ? dirname(copy) : ".";
+		host_summary *summary = eo.json ? summary_create("eval", a.file) : NULL;
+		summary_set_pipeline(summary, p);
+		summary_set_run_dir(summary, run_dir);
+		summary_add_stage(summary, "eval");
+		summary_set_source(summary, source, eo.weights != NULL);
 		df_stage_options o = {
 			.struct_size = sizeof o,
 			.run_dir = run_dir,
 			.message = eo.json ? to_stderr : to_stdout,
+			.ctx = summary,
+			.output = summary ? summary_on_output : NULL,
 		};
 		df_eval_request req = {
 			.struct_size = sizeof req,
 			.checkpoint = eo.checkpoint,
+			.weights = eo.weights,
 			.count = eo.count,
 			.metrics = eo.metrics,
 			.no_reference = eo.no_reference,
@@ -180,9 +184,9 @@ int cmd_eval(int argc, char **argv)
 			code = EXIT_RUNTIME;
 		} else {
 			print_table(eo.json ? stderr : stdout, &r);
-			if (eo.json)
-				print_json(run_dir, eo.checkpoint, &r);
+			summary_set_eval(summary, &r);
 		}
+		summary_finish(summary, code, status ? err.msg : NULL);
 		free(copy);
 	}
 	df_pipeline_destroy(p);

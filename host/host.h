@@ -33,27 +33,43 @@ int host_is_checkpoint(const char *path);
  * the pipeline names (when train / sample are set). */
 int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int sample);
 
+int cmd_run(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 /* cmd_encode.c: the encoder of a pipeline on its own. */
 int cmd_encode(int argc, char **argv);
 int cmd_autoencode(int argc, char **argv);
+/* diffuse eval of an autoencoder pipeline (an encoder, no backbone): the
+ * test-split reconstruction PSNR of the encoder with these weights. */
+int host_eval_autoencoder(const pipeline_args *a, const df_pipeline *p, const char *weights, int json);
+
+/* The help of the commands with --json (summary.h lists the keys). */
+#define JSON_HELP                                                                                       \
+	"\n--json prints one summary object on stdout at the end, whenever the command ran (news\n"     \
+	"goes to stderr then): command, status, exit, error, pipeline, run_dir, stages, checkpoint\n"   \
+	"and step (the last written, else the one read), weights, and samples: every file written,\n"  \
+	"with path, count, step, weights (ema or raw), sampler {name, settings}, nfe, guidance\n"       \
+	"{scale, interval}, seed.\n"
+#define EXIT_HELP                                                                                       \
+	"Exit status: 0 done, 1 failure while running, 2 bad usage or pipeline (nothing ran,\n"         \
+	"no summary), 3 interrupted by Ctrl-C after saving a checkpoint."
 
 #define HOST_STAGE_COMMANDS                                                                             \
-	{"train", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--max-steps N]",                 \
+	{"train", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--max-steps N] [--json]",        \
 	 "Trains into RUNS_DIR/<name>/: checkpoint.safetensors (weights, EMA, optimiser state),\n"       \
 	 "log.jsonl and sample grids. Resumes from the run's checkpoint when there is one, bit for\n"     \
 	 "bit. --max-steps N stops (and saves) after N steps of this call. Ctrl-C finishes the\n"         \
-	 "step, saves and exits with status 3.",                                                          \
+	 "step, saves and exits with status 3." JSON_HELP EXIT_HELP,                                    \
 	 cmd_train},                                                                                      \
-	{"sample", "[PIPELINE] [--checkpoint F | --weights W.safetensors] [--count N] [--noise N.safetensors] --out OUT", \
+	{"sample", "[PIPELINE] [--checkpoint F | --weights W.safetensors] [--count N] [--noise N.safetensors] --out OUT [--json]", \
 	 "Generates samples with the pipeline's sampler and the sample section's guidance. OUT is\n"     \
 	 "a .png grid (one row per class), a folder (one PNG per sample) or a .safetensors file\n"      \
 	 "(x0 and y). --checkpoint needs no PIPELINE: the checkpoint holds it. --weights takes\n"         \
 	 "plain weights under the official names; with neither, RUNS_DIR/<name>/checkpoint.safetensors\n" \
 	 "is used (--runs-dir DIR, default runs). --noise takes x (N, C, H, W) and y (N) from a\n"      \
-	 "file instead of drawing them. Also -o SECTION.KEY=VALUE.",                                      \
+	 "file instead of drawing them. Also -o SECTION.KEY=VALUE." JSON_HELP                             \
+	 "Exit status: 0 done, 1 failure while running, 2 bad usage or pipeline (no summary).",          \
 	 cmd_sample},                                                                                     \
 	{"encode", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR]",                                 \
 	 "Encodes the whole dataset once into RUNS_DIR/<name>/latents.safetensors: latents as\n"         \

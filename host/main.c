@@ -239,10 +239,7 @@ static int check_body(const pipeline_args *a, const df_pipeline *p)
 	return EXIT_OK;
 }
 
-static int run_body(const pipeline_args *a, const df_pipeline *p) { return host_run_stages(a, p, 1, 1); }
-
 static int cmd_check(int argc, char **argv) { return with_pipeline(argc, argv, 0, check_body); }
-static int cmd_run(int argc, char **argv) { return with_pipeline(argc, argv, 1, run_body); }
 
 static int compare_components(const void *a, const void *b)
 {
@@ -452,21 +449,23 @@ static int cmd_help(int argc, char **argv)
 int cmd_eval(int argc, char **argv); /* cmd_eval.c */
 
 static const command commands[] = {
-	{"run", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR]",
+	{"run", "PIPELINE [-o SECTION.KEY=VALUE]... [--runs-dir DIR] [--json]",
 	 "Checks the pipeline, creates RUNS_DIR/<name>/ with the resolved pipeline.cfg\n"
-	 "(every default filled in), and runs the stages the file names.",
+	 "(every default filled in), and runs the stages the file names." JSON_HELP EXIT_HELP,
 	 cmd_run},
 	{"check", "PIPELINE [-o SECTION.KEY=VALUE]...",
 	 "Validates a pipeline without running it: plugins found, every setting known,\n"
 	 "well typed and in range. Errors read file:line: message.",
 	 cmd_check},
 	HOST_STAGE_COMMANDS
-	{"eval", "[PIPELINE] --checkpoint F [--count N] [--metrics fd,prec-recall,class-acc] [--json] [--no-reference]",
+	{"eval", "[PIPELINE] --checkpoint F | PIPELINE --weights W [--count N] [--metrics fd,prec-recall,class-acc] [--json] [--no-reference]",
 	 "Generates N samples (default 10000) with the pipeline's sampler and guidance, streams\n"
 	 "them and as many test images through the metrics, and prints a table with FD's floor\n"
-	 "FD(test, train) and ceiling FD(noise, test); appends it to the run's log.jsonl. --json\n"
-	 "prints one summary object on stdout (the table goes to stderr). Exit status 0 done,\n"
-	 "1 failure while running, 2 bad usage or pipeline.",
+	 "FD(test, train) and ceiling FD(noise, test); appends it to the run's log.jsonl.\n"
+	 "--weights evaluates plain weights under the official names (another trainer's)."
+	 JSON_HELP "eval adds count, real, made_by, metrics {name: value}, fd_floor and fd_ceiling; the\n"
+	 "table goes to stderr.\n"
+	 "Exit status: 0 done, 1 failure while running, 2 bad usage or pipeline.",
 	 cmd_eval},
 	{"plugins", "", "Lists every loaded component: kind, name, version, file, summary.", cmd_plugins},
 	{"forward", FORWARD_USAGE,

@@ -3,18 +3,23 @@
  * stdout. */
 #include "config.h"
 #include <inttypes.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "host.h"
+#include "summary.h"
 
 /* Options of the stage commands, taken out of argv before the shared
  * pipeline arguments are parsed. */
 static struct {
 	const char *checkpoint, *weights, *noise, *out;
 	int64_t count, max_steps;
+	int json;               /* --json: news to stderr, a summary on stdout */
+	host_summary *summary;  /* while a command with --json runs */
+	char error[sizeof(((df_error *)0)->msg)]; /* its failure, for the summary */
 } opt;
 
 static volatile int interrupted;
@@ -39,8 +44,9 @@ static void message(void *ctx, const char *line)
 {
 	(void)ctx;
 	end_progress();
-	printf("%s\n", line);
-	fflush(stdout);
+	FILE *out = opt.json ? stderr : stdout;
+	fprintf(out, "%s\n", line);
+	fflush(out);
 }
 
 static void progress(void *ctx, const df_train_report *r)
@@ -74,6 +80,7 @@ static int report_failure(const char *command, int status, const df_error *err)
 {
 	end_progress();
 	fprintf(stderr, "diffuse %s: %s\n", command, err->msg);
+	snprintf(opt.error, sizeof opt.error, "%s", err->msg);
 	/* The other ranks wait in a collective for this one: end the job. */
 	df_dist_abort(exit_code(status), err->msg);
 	return exit_code(status);
@@ -115,6 +122,8 @@ static df_stage_options stage_options(const char *run_dir)
 		.stop = &interrupted,
 		.progress = progress,
 		.message = message,
+		.ctx = opt.summary,
+		.output = opt.summary ? summary_on_output : NULL,
 	};
 	return o;
 }
@@ -125,15 +134,21 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 	df_error err;
 	if (prepare_run_dir(a, p, &dir, &err) != DF_OK) {
 		fprintf(stderr, "diffuse: %s\n", err.msg);
+		snprintf(opt.error, sizeof opt.error, "%s", err.msg);
 		df_dist_abort(EXIT_RUNTIME, err.msg);
 		return EXIT_RUNTIME;
 	}
-	if (df_dist_rank() == 0)
-		printf("%s: resolved pipeline written to %s/pipeline.cfg\n", a->file, dir);
+	summary_set_run_dir(opt.summary, dir);
+	if (df_dist_rank() == 0) {
+		char line[4200];
+		snprintf(line, sizeof line, "%s: resolved pipeline written to %s/pipeline.cfg", a->file, dir);
+		message(NULL, line);
+	}
 	df_stage_options o = stage_options(dir);
 	int status = DF_OK, ran = 0;
 	if (train && df_pipeline_has_stage(p, "train")) {
 		signal(SIGINT, on_sigint);
+		summary_add_stage(opt.summary, "train");
 		status = df_train_run(p, &o, &err);
 		signal(SIGINT, SIG_DFL);
 		/* Training ends with the sample section's grid (or stopped early
@@ -148,12 +163,19 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		char out[4096];
 		snprintf(out, sizeof out, "%s/%s", dir, *s->grid ? s->grid : "samples.png");
 		df_sample_request req = {.struct_size = sizeof req, .out = out};
+		summary_add_stage(opt.summary, "sample");
+		char source[4200];
+		snprintf(source, sizeof source, "%s/checkpoint.safetensors", dir);
+		summary_set_source(opt.summary, source, 0);
 		status = df_sample_run(p, &req, &o, &err);
 		ran = 1;
 	}
 	free(dir);
-	if (!ran && df_dist_rank() == 0)
-		printf("%s: nothing to run: the pipeline has no train or sample section\n", a->file);
+	if (!ran && df_dist_rank() == 0) {
+		char line[4200];
+		snprintf(line, sizeof line, "%s: nothing to run: the pipeline has no train or sample section", a->file);
+		message(NULL, line);
+	}
 	return status ? report_failure(train ? "train" : "run", status, &err) : EXIT_OK;
 }
 
@@ -204,6 +226,12 @@ static int take_options(int *argc, char **argv, const char *const *names)
 	for (int i = 1; i < *argc;) {
 		const char *text = NULL;
 		const char *name = NULL;
+		if (strcmp(argv[i], "--json") == 0) {
+			opt.json = 1;
+			memmove(argv + i, argv + i + 1, (size_t)(*argc - i - 1) * sizeof *argv);
+			(*argc)--;
+			continue;
+		}
 		for (int k = 0; names[k]; k++)
 			if (is_option(argv[i], names[k]))
 				name = names[k];
@@ -231,13 +259,45 @@ static int take_options(int *argc, char **argv, const char *const *names)
 
 /* ------------------------------------------------------------------ */
 
+/* With --json, a summary of what the command did is printed at its end,
+ * whenever it got to run (exit 0, 1 or 3; not after a usage error). */
+static void summary_begin(const char *command, const pipeline_args *a, const df_pipeline *p)
+{
+	/* under mpirun, rank 0 speaks for the job */
+	opt.summary = opt.json && df_dist_rank() == 0 ? summary_create(command, a->file) : NULL;
+	summary_set_pipeline(opt.summary, p);
+	opt.error[0] = '\0';
+}
+
+static int summary_end(int code)
+{
+	summary_finish(opt.summary, code, opt.error[0] ? opt.error : NULL);
+	opt.summary = NULL;
+	return code;
+}
+
+static int run_body(const pipeline_args *a, const df_pipeline *p)
+{
+	summary_begin("run", a, p);
+	return summary_end(host_run_stages(a, p, 1, 1));
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const char *const names[] = {NULL};
+	if (take_options(&argc, argv, names) != 0)
+		return EXIT_USAGE;
+	return with_pipeline(argc, argv, 1, run_body);
+}
+
 static int train_body(const pipeline_args *a, const df_pipeline *p)
 {
 	if (!df_pipeline_get(p, "train")) {
 		fprintf(stderr, "diffuse train: %s has no train section\n", a->file);
 		return EXIT_USAGE;
 	}
-	return host_run_stages(a, p, 1, 0);
+	summary_begin("train", a, p);
+	return summary_end(host_run_stages(a, p, 1, 0));
 }
 
 int cmd_train(int argc, char **argv)
@@ -262,12 +322,21 @@ static int sample_body(const pipeline_args *a, const df_pipeline *p)
 		.out = opt.out,
 	};
 	/* Without --checkpoint or --weights: the run folder's checkpoint. */
-	char run_dir[4096];
+	char run_dir[4096], source[4200];
 	snprintf(run_dir, sizeof run_dir, "%s/%s", a->runs_dir, df_pipeline_top(p)->name);
+	snprintf(source, sizeof source, "%s/checkpoint.safetensors", run_dir);
+	summary_begin("sample", a, p);
+	/* the run folder: the checkpoint's (eval says the same) */
+	char *copy = checkpoint ? strdup(checkpoint) : NULL;
+	if (!opt.weights)
+		summary_set_run_dir(opt.summary, copy ? dirname(copy) : run_dir);
+	free(copy);
+	summary_add_stage(opt.summary, "sample");
+	summary_set_source(opt.summary, opt.weights ? opt.weights : checkpoint ? checkpoint : source, opt.weights != NULL);
 	df_stage_options o = stage_options(run_dir);
 	df_error err;
 	int status = df_sample_run(p, &req, &o, &err);
-	return status ? report_failure("sample", status, &err) : EXIT_OK;
+	return summary_end(status ? report_failure("sample", status, &err) : EXIT_OK);
 }
 
 /* Without PIPELINE, the checkpoint stands in for it. */

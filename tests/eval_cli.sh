@@ -49,6 +49,27 @@ grep_in out '"command":"eval"'
 grep_in out '"fd":'
 grep_in out '"made_by":"20 samples from EMA weights'
 grep_in err "precision"
+# The summary's keys, by a JSON parser: the samples' settings and the figures.
+json_has command='"eval"' status='"done"' exit=0 stages='["eval"]' checkpoint="\"$ckpt\"" \
+	run_dir="\"$tmp/runs/quickstart\"" count=20 real=20 metrics.fd metrics.precision metrics.recall \
+	metrics.class_acc samples.0.path="\"$tmp/runs/quickstart/eval-samples.safetensors\"" samples.0.count=20 \
+	samples.0.step=2 samples.0.weights='"ema"' samples.0.sampler.name='"euler"' samples.0.sampler.steps=2 \
+	samples.0.nfe=2 samples.0.guidance.scale=2.0 samples.0.guidance.interval='[0.0,1.0]' samples.0.seed=0
+fd=$(sed -n 's/.*"fd":\([-0-9.eE+]*\).*/\1/p' "$tmp/out")
+
+# --weights: plain weights under the official names (here the checkpoint's
+# EMA set, as another trainer exports it) generate the same samples, so
+# the same FD; the summary names them and says raw.
+"$DF_TOP_BUILDDIR/tests/ema_weights" "$ckpt" "$tmp/ema.safetensors" || exit 99
+# shellcheck disable=SC2086
+expect 0 "$diffuse" eval "$pipeline" $tiny --weights "$tmp/ema.safetensors" --count 20 --json --no-reference
+json_has weights="\"$tmp/ema.safetensors\"" samples.0.weights='"raw"' metrics.fd="$fd"
+expect 2 "$diffuse" eval "$pipeline" --weights "$tmp/ema.safetensors" --checkpoint "$ckpt"
+grep_in err "not both"
+expect 2 "$diffuse" eval --weights "$tmp/ema.safetensors"
+# shellcheck disable=SC2086
+expect 1 "$diffuse" eval "$pipeline" $tiny --weights "$ckpt" --count 20 --json --no-reference
+json_has status='"failed"' exit=1 error
 # The fd statistics of the test images are cached in the run folder and
 # reused by the next evaluation of the same size.
 test -f "$tmp/runs/quickstart/reference-fd-test-20.safetensors" || { echo "FAIL: no cached statistics"; failures=$((failures + 1)); }

@@ -38,6 +38,21 @@ CFG
 
 run 0 "training-data reconstruction PSNR:" "$diffuse" autoencode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/runs"
 must_exist "$tmp/runs/tiny-vae/encoder.safetensors"
+psnr_line=$(grep "reconstruction PSNR:" "$tmp/log")
+
+# diffuse eval of the autoencoder's pipeline prints the same figure for
+# those weights (posterior = sample in the file: eval takes the mode, as
+# autoencode does), or one JSON object with --json.
+run 0 "$psnr_line" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/runs/tiny-vae/encoder.safetensors"
+run 0 '"metrics":{"psnr":' "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/runs/tiny-vae/encoder.safetensors" --json
+# The figure is the checkpoint's: weights trained for one step give another.
+run 0 "" "$diffuse" autoencode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/fresh" -o train.steps=1
+run 0 "reconstruction PSNR:" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/fresh/tiny-vae/encoder.safetensors"
+if grep -qF -- "$psnr_line" "$tmp/log"; then
+	echo "FAIL: weights trained for 1 and for 3 steps give the same PSNR"
+	failures=$((failures + 1))
+fi
+run 1 "cannot open" "$diffuse" eval "$tmp/tiny-vae.cfg" --checkpoint "$tmp/missing.safetensors"
 
 # The trained weights load by name; the cache holds latents, labels and the posterior.
 run 0 "40 latents (2, 8, 8) from encoder vae, with the posterior's mean and logvar" \
@@ -62,6 +77,35 @@ sample = { count = 3; };
 CFG
 run 0 "samples.png" "$diffuse" run "$tmp/tiny-ldm.cfg" --runs-dir "$tmp/runs"
 must_exist "$tmp/runs/tiny-ldm/samples.png"
+
+# Resume with a sampled posterior and no cache: the vae's draws are keyed by
+# the training step and each image's index, so 20 steps in one go equal
+# 10 + 10 byte for byte.
+cat >"$tmp/resume.cfg" <<CFG
+name = "resume";
+seed = 3;
+threads = 1;
+dataset = { plugin = "shapes"; size = 16; count = 24; channels = 3; };
+encoder = { plugin = "vae"; ch = 8; ch_mult = [1, 2]; num_res_blocks = 1; z_channels = 2; groups = 4;
+            posterior = "sample"; weights = "$tmp/runs/tiny-vae/encoder.safetensors"; };
+backbone = { plugin = "unet"; model_channels = 8; channel_mult = [1]; num_res_blocks = 1; groups = 4;
+             attention_resolutions = []; num_head_channels = 8; };
+objective = { plugin = "ddpm"; schedule = "scaled_linear"; };
+train = { batch = 4; lr = 1e-2; steps = 20; checkpoint_every = 0; sample_every = 0; };
+CFG
+run 0 "step 20 of 20" "$diffuse" train "$tmp/resume.cfg" --runs-dir "$tmp/once"
+run 0 "step 10 of 20" "$diffuse" train "$tmp/resume.cfg" --runs-dir "$tmp/twice" --max-steps 10
+run 0 "at step 10" "$diffuse" train "$tmp/resume.cfg" --runs-dir "$tmp/twice"
+if ! cmp -s "$tmp/once/resume/checkpoint.safetensors" "$tmp/twice/resume/checkpoint.safetensors"; then
+	echo "FAIL: with posterior = sample, 10 + 10 steps differ from 20"
+	failures=$((failures + 1))
+fi
+# The comparison can fail: the posterior's noise (its seed) changes the run.
+run 0 "step 20 of 20" "$diffuse" train "$tmp/resume.cfg" --runs-dir "$tmp/other" -o encoder.seed=4
+if cmp -s "$tmp/once/resume/checkpoint.safetensors" "$tmp/other/resume/checkpoint.safetensors"; then
+	echo "FAIL: another posterior seed made the same checkpoint"
+	failures=$((failures + 1))
+fi
 
 # Weights of another shape are refused by name, with exit status 2.
 run 2 "in the file but" "$diffuse" encode "$tmp/tiny-vae.cfg" --runs-dir "$tmp/runs" -o encoder.z_channels=3 \

@@ -47,9 +47,13 @@ float *fmnist_test_images(int64_t n, int32_t **labels)
 	return out;
 }
 
+/* DIFFUSE_TEST_FMNIST_WEIGHTS measures another weights file or training
+ * checkpoint (its EMA set) with the same tests, e.g. one that
+ * pipelines/fmnist-net.cfg just trained. */
 const char *fmnist_net_weights(void)
 {
-	return DF_TEST_WEIGHTS;
+	const char *other = getenv("DIFFUSE_TEST_FMNIST_WEIGHTS");
+	return other && *other ? other : DF_TEST_WEIGHTS;
 }
 
 int test_metric_create(test_metric *m, const char *name, df_shape3 image, df_error *err, ...)

@@ -23,7 +23,7 @@
  * labels; NULL (and no labels) when the files are not installed. */
 float *fmnist_test_images(int64_t n, int32_t **labels);
 
-/* The shipped weights in the source tree. */
+/* The shipped weights in the source tree, or $DIFFUSE_TEST_FMNIST_WEIGHTS. */
 const char *fmnist_net_weights(void);
 
 

@@ -20,37 +20,24 @@
 #include "diffuse/rng.h"
 #include "diffuse/runtime.h"
 #include "diffuse/tensor.h"
+#include "registry_fixture.h"
 
 #define N 12
 #define SIDE 4
 #define D (SIDE * SIDE)
 
-static df_ctx *ctx;
-static df_registry *reg;
 static float data[N * D];
 static int64_t fetched; /* items handed out through the access */
 
 static int setup(void **state)
 {
 	(void)state;
-	df_error err;
-	if (df_ctx_create(&ctx, "cpu", 1, &err) || df_registry_create(&reg, &err) ||
-	    df_registry_load_path(reg, DF_TEST_PLUGIN_PATH, NULL, &err)) {
-		fprintf(stderr, "setup: %s\n", err.msg);
+	if (registry_open())
 		return -1;
-	}
 	/* a few clusters, so neighbours matter: items near one of three centres */
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < D; j++)
 			data[i * D + j] = 0.6f * (float)((i % 3) - 1) + 0.3f * (2 * df_rng_uniform(7, 1, 0, i * D + j) - 1);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	df_registry_destroy(reg);
-	df_ctx_destroy(ctx);
 	return 0;
 }
 
@@ -78,23 +65,11 @@ typedef struct objective {
 static void make_objective(const char *name, const char *settings, int attach, objective *o)
 {
 	df_error err;
-	const df_component_info *info = df_registry_find(reg, DF_KIND_OBJECTIVE, name);
-	assert_non_null(info);
-	const df_component *comp = info->component;
-	void *values = calloc(1, comp->settings_size);
-	assert_non_null(values);
-	assert_int_equal(df_settings_defaults(comp->settings, values, &err), 0);
-	char buf[256];
-	snprintf(buf, sizeof buf, "%s", settings);
-	for (char *save = NULL, *kv = strtok_r(buf, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
-		char *eq = strchr(kv, '=');
-		*eq = '\0';
-		assert_int_equal(df_settings_set(comp->settings, values, kv, eq + 1, &err), 0);
-	}
+	const df_component *comp = registry_component(DF_KIND_OBJECTIVE, name);
+	void *values = registry_settings(comp, settings);
 	o->vt = comp->vtable;
 	assert_int_equal(o->vt->create(values, ctx, &o->self, &err), 0);
-	df_settings_release(comp->settings, values);
-	free(values);
+	registry_settings_free(comp, values);
 	o->p = o->vt->process(o->self);
 	assert_non_null(o->vt->extension);
 	const df_objective_dataset_hook *hook = o->vt->extension(o->self, DF_OBJECTIVE_DATASET_ACCESS);
@@ -314,5 +289,5 @@ int main(void)
 		cmocka_unit_test(test_knn_draws_converge),
 		cmocka_unit_test(test_needs_the_training_set),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, registry_teardown);
 }

@@ -15,35 +15,13 @@
 #include "diffuse/rng.h"
 #include "diffuse/runtime.h"
 #include "diffuse/tensor.h"
+#include "registry_fixture.h"
 
 #define DATA_MEAN 0.5
 #define DATA_VAR 0.36
 #define BATCH 64
 #define SIDE 16
 #define DIM (SIDE * SIDE)
-
-static df_ctx *ctx;
-static df_registry *reg;
-
-static int setup(void **state)
-{
-	(void)state;
-	df_error err;
-	if (df_ctx_create(&ctx, "cpu", 1, &err) || df_registry_create(&reg, &err) ||
-	    df_registry_load_path(reg, DF_TEST_PLUGIN_PATH, NULL, &err)) {
-		fprintf(stderr, "setup: %s\n", err.msg);
-		return -1;
-	}
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	df_registry_destroy(reg);
-	df_ctx_destroy(ctx);
-	return 0;
-}
 
 typedef struct objective {
 	const df_objective_vtable *vt;
@@ -54,23 +32,11 @@ typedef struct objective {
 /* settings: "name=value;..." */
 static int make_objective(const char *name, const char *settings, objective *o, df_error *err)
 {
-	const df_component_info *info = df_registry_find(reg, DF_KIND_OBJECTIVE, name);
-	assert_non_null(info);
-	const df_component *comp = info->component;
-	void *values = calloc(1, comp->settings_size);
-	assert_non_null(values);
-	assert_int_equal(df_settings_defaults(comp->settings, values, err), 0);
-	char buf[256];
-	snprintf(buf, sizeof buf, "%s", settings);
-	for (char *save = NULL, *kv = strtok_r(buf, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
-		char *eq = strchr(kv, '=');
-		*eq = '\0';
-		assert_int_equal(df_settings_set(comp->settings, values, kv, eq + 1, err), 0);
-	}
+	const df_component *comp = registry_component(DF_KIND_OBJECTIVE, name);
+	void *values = registry_settings(comp, settings);
 	o->vt = comp->vtable;
 	int rc = o->vt->create(values, ctx, &o->self, err);
-	df_settings_release(comp->settings, values);
-	free(values);
+	registry_settings_free(comp, values);
 	if (!rc)
 		o->p = o->vt->process(o->self);
 	return rc;
@@ -384,5 +350,5 @@ int main(void)
 		cmocka_unit_test(test_hybrid_by_hand),
 		cmocka_unit_test(test_draws_per_sample),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, registry_setup, registry_teardown);
 }

@@ -18,6 +18,7 @@
 #include "diffuse/rng.h"
 #include "diffuse/runtime.h"
 #include "diffuse/tensor.h"
+#include "registry_fixture.h"
 
 #define BATCH 64
 #define SIDE 8
@@ -30,8 +31,6 @@
 #define MEAN_TOL 0.05
 #define VAR_TOL 0.04
 
-static df_ctx *ctx;
-static df_registry *reg;
 
 typedef struct gauss_model {
 	const df_process *p;
@@ -119,37 +118,18 @@ typedef struct run_result {
 
 static const df_component *find_sampler(const char *name)
 {
-	const df_component_info *info = df_registry_find(reg, DF_KIND_SAMPLER, name);
-	if (!info) {
-		print_error("sampler '%s' not loaded\n", name);
-		fail();
-	}
-	return info->component;
+	return registry_component(DF_KIND_SAMPLER, name);
 }
 
 /* settings: "name=value" pairs separated by ';' */
 static void *make_sampler(const char *name, const char *settings, df_error *err, int *rc)
 {
 	const df_component *comp = find_sampler(name);
-	void *values = calloc(1, comp->settings_size);
-	assert_non_null(values);
-	assert_int_equal(df_settings_defaults(comp->settings, values, err), 0);
-	char buf[256];
-	snprintf(buf, sizeof buf, "%s", settings ? settings : "");
-	for (char *save = NULL, *kv = strtok_r(buf, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
-		char *eq = strchr(kv, '=');
-		assert_non_null(eq);
-		*eq = '\0';
-		if (df_settings_set(comp->settings, values, kv, eq + 1, err)) {
-			print_error("%s: %s\n", name, err->msg);
-			fail();
-		}
-	}
+	void *values = registry_settings(comp, settings);
 	const df_sampler_vtable *vt = comp->vtable;
 	void *self = NULL;
 	*rc = vt->create(values, ctx, &self, err);
-	df_settings_release(comp->settings, values);
-	free(values);
+	registry_settings_free(comp, values);
 	return self;
 }
 
@@ -212,13 +192,8 @@ static int setup(void **state)
 {
 	(void)state;
 	df_error err;
-	if (df_ctx_create(&ctx, "cpu", 1, &err) || df_registry_create(&reg, &err) ||
-	    df_registry_load_path(reg, DF_TEST_PLUGIN_PATH, NULL, &err)) {
-		fprintf(stderr, "setup: %s\n", err.msg);
+	if (registry_open())
 		return -1;
-	}
-	for (size_t i = 0; i < df_registry_refusal_count(reg); i++)
-		fprintf(stderr, "refused: %s\n", df_registry_refusal(reg, i));
 	double betas[1000];
 	if (df_ddpm_betas("linear", 1000, betas, &err) ||
 	    df_process_create_discrete(&procs[P_DDPM], "ddpm-linear", betas, 1000, DF_PRED_EPS, 0, &err) ||
@@ -243,8 +218,7 @@ static int teardown(void **state)
 	(void)state;
 	for (int i = 0; i < P_COUNT; i++)
 		df_process_destroy(procs[i]);
-	df_registry_destroy(reg);
-	df_ctx_destroy(ctx);
+	registry_close();
 	return 0;
 }
 

@@ -54,6 +54,18 @@ struct df_conv2d_shape {
 	int64_t ho, wo;
 };
 
+/* Windowed pooling over planes (n * c images of h x w): square windows of
+ * `kernel` every `stride`, `pad` rows and columns of padding on each side,
+ * output (ho, wo) = ((h + 2 pad - kernel) / stride + 1, likewise). Max
+ * pooling never picks the padding; average pooling divides by kernel^2
+ * when count_pad, else by the window's cells inside the image. */
+struct df_pool2d_shape {
+	int64_t planes, h, w;
+	int64_t kernel, stride, pad;
+	int64_t ho, wo;
+	int count_pad;
+};
+
 /* The pointwise functions of unary_forward / unary_backward. */
 enum df_unary_fn { DF_UNARY_EXP, DF_UNARY_LOG, DF_UNARY_SOFTPLUS, DF_UNARY_TANH };
 
@@ -260,6 +272,19 @@ struct df_backend {
 	/* sum x[i]^2 in double, in an order fixed by n alone (gradient norm);
 	 * NULL as above. */
 	double (*sum_squares)(const df_backend *be, const float *x, int64_t n);
+
+	/* ---- ReLU and windowed pooling (backends/cpu/pool.c) ---- */
+	void (*relu_forward)(const df_backend *be, float *out, const float *x, int64_t n);
+	void (*relu_backward)(const df_backend *be, float *dx, const float *dout, const float *x, int64_t n);
+	/* The backward recomputes each window's maximum from x (the first one
+	 * in row-major order takes the gradient, as PyTorch's does). */
+	void (*maxpool2d_forward)(const df_backend *be, const struct df_pool2d_shape *s, float *out, const float *x);
+	void (*maxpool2d_backward)(const df_backend *be, const struct df_pool2d_shape *s, float *dx, const float *dout,
+	                           const float *x);
+	void (*avgpool2d_window_forward)(const df_backend *be, const struct df_pool2d_shape *s, float *out,
+	                                 const float *x);
+	void (*avgpool2d_window_backward)(const df_backend *be, const struct df_pool2d_shape *s, float *dx,
+	                                  const float *dout);
 };
 
 /* Backend constructors (internal names start with dfi_, so libdiffuse does

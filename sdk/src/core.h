@@ -22,6 +22,10 @@ struct dfi_tensor {
 	df_tensor *view_of; /* reshape / detach: shares the data of this tensor */
 };
 
+/* ema = decay ema + (1 - decay) params over n floats of be's memory: the
+ * backend's fused slot, or df_ema_update on host memory (params_optim.c). */
+void dfi_ema_update(const df_backend *be, float *ema, const float *params, int64_t n, float decay);
+
 /* ------------------------------------------------------------------ */
 /* Arena: chained blocks from an allocator; reset keeps the memory and, when
  * a step needed more than one block, replaces them by one block of the

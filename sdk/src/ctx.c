@@ -7,6 +7,10 @@
 #include <string.h>
 #include <omp.h>
 #include "core.h"
+#ifdef DF_HAVE_NCCL
+#include "diffuse/dist.h"
+#include "runtime/dist_nccl.h"
+#endif
 
 /* Physical cores available to this process: distinct (package, core) pairs
  * over the CPUs in our affinity mask, so hyperthreads are not counted. Falls
@@ -58,6 +62,15 @@ static int create_cuda(df_ctx **out, df_error *err)
 #ifdef DF_HAVE_CUDA
 	char why[256] = "";
 	df_backend be;
+#ifdef DF_HAVE_NCCL
+	/* Each rank of a data-parallel run takes its own GPU before the backend
+	 * starts (once per process) on the current one. */
+	if (df_dist_size() > 1) {
+		int rc = dfr_nccl_select_device(df_dist_rank(), err);
+		if (rc)
+			return rc;
+	}
+#endif
 	if (dfi_backend_cuda_init(&be, why, sizeof why) != 0)
 		return df_error_set(err, DF_ENOTSUP, "device cuda: %s", why);
 	df_ctx *ctx = calloc(1, sizeof *ctx);

@@ -57,12 +57,16 @@ int df_params_ema_update(df_params *ema, df_params *p, float decay, df_error *er
 		return df_error_set(err, DF_EINVAL, "ema: a parameter block is empty or not finalized");
 	if (df_params_trainable_numel(ema) != df_params_trainable_numel(p) || block_backend(ema) != be)
 		return df_error_set(err, DF_EINVAL, "ema: the two blocks differ in size or device");
-	const int64_t n = df_params_trainable_numel(p);
-	if (be->ema_update)
-		be->ema_update(be, dst, src, n, decay);
-	else
-		df_ema_update(dst, src, (size_t)n, decay);
+	dfi_ema_update(be, dst, src, df_params_trainable_numel(p), decay);
 	return DF_OK;
+}
+
+void dfi_ema_update(const df_backend *be, float *ema, const float *params, int64_t n, float decay)
+{
+	if (be->ema_update)
+		be->ema_update(be, ema, params, n, decay);
+	else
+		df_ema_update(ema, params, (size_t)n, decay);
 }
 
 /* First non-finite element of x[0..n) on be, or -1. */

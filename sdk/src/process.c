@@ -248,7 +248,9 @@ static void path_coeffs(const df_process *p, double t, df_coeffs *c)
 		break;
 	case DF_PATH_GVP: {
 		double h = M_PI / 2;
-		c->alpha = cos(h * t);
+		/* sin of the complement, not cos: alpha is exactly 0 at t = 1 (cos gives 6e-17),
+		 * so conversions that divide by it are refused there instead of blowing up */
+		c->alpha = sin(h * (1.0 - t));
 		c->sigma = sin(h * t);
 		c->dalpha = -h * c->sigma;
 		c->dsigma = h * c->alpha;

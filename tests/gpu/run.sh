@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The CUDA backend's checks on a GPU machine, in one command (about 6
+# The CUDA backend's checks on a GPU machine, in one command (within 8
 # minutes on an H200):
 #
 #   tests/gpu/run.sh [BUILD_DIR]
 #
-# 1. configures --with-cuda into a fresh out-of-tree build and builds;
+# 1. configures --with-cuda (and MPI when found) into a fresh out-of-tree
+#    build and builds;
 # 2. every op on CUDA against the CPU backend, outputs poisoned: float32
-#    (1e-5) and bf16 autocast (1e-2);
+#    (1e-5) and bf16 autocast (1e-2), the latter twice: attention plain and
+#    through cuDNN's fused SDPA (DIFFUSE_CUDA_ATTENTION=fused);
 # 3. DiT-S/2, batch 64 on 32x32x4: the loss after 20 steps on the CPU and
 #    on CUDA in float32 and in bf16 autocast;
-# 4. DiT-XL/2 training throughput, float32 and bf16 autocast (largest batch
+# 4. the training and sampling stages with device = "cuda"
+#    (tests/gpu/stages.sh): `diffuse train` of a small DiT against the same
+#    run on the cpu in float32 and bf16 autocast (attention plain and
+#    fused), a resumed run against an
+#    uninterrupted one, EMA sampling against the cpu, and, when MPI and NCCL
+#    are built, the NCCL gradient path under `mpirun -np 1`;
+# 5. DiT-XL/2 training throughput, float32 and bf16 autocast (largest batch
 #    that fits), MFU against the GEMM rate measured in the same precision,
 #    beside PyTorch eager (fp32, bf16 autocast) when it is importable.
 #
@@ -38,7 +46,7 @@ step() { printf '\n== %s\n' "$*" | tee -a "$log"; }
 step "build (--with-cuda)"
 start=$(date +%s)
 if [ ! -x "$src/configure" ]; then (cd "$src" && autoreconf -fi) >>"$log" 2>&1 || exit 1; fi
-(cd "$build" && "$src/configure" --with-cuda >>"$log" 2>&1 && make -j"$jobs" >>"$log" 2>&1) || {
+(cd "$build" && "$src/configure" --with-cuda --with-mpi=auto >>"$log" 2>&1 && make -j"$jobs" >>"$log" 2>&1) || {
 	tail -40 "$log"
 	echo "tests/gpu/run.sh: the --with-cuda build failed"
 	exit 1
@@ -83,6 +91,17 @@ if [ $? -eq 77 ]; then
 	exit 77
 fi
 DIFFUSE_CUDA_AUTOCAST=bf16 run ops-bf16 60 "$prog" ops
+# bf16 again with attention through cuDNN's fused SDPA where it serves
+# (head dims that are multiples of 8); it notes every shape it declines.
+DIFFUSE_CUDA_AUTOCAST=bf16 DIFFUSE_CUDA_ATTENTION=fused run ops-fused 60 "$prog" ops
+if grep -q "fused attention:" "$build/ops-fused.out"; then
+	results+=("ops-fused    note: the fused attention declined a shape (see ops-fused.out)")
+fi
+# The stages: the cpu reference first, then each cuda run against it.
+stages=$src/tests/gpu/stages.sh
+for check in cpu fp32 bf16 fused resume sample nccl; do
+	run "stage-$check" 60 "$stages" "$check" "$build"
+done
 run xl-fp32 90 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"
 DIFFUSE_CUDA_AUTOCAST=bf16 run xl-bf16 90 "$prog" throughput DiT-XL/2 "${XL_BATCH:-0}"
 
@@ -106,4 +125,5 @@ printf '%s\n' "${results[@]}"
 printf '\n%-10s %-20s %7s %12s\n' who model batch images/s
 cat "$build"/*.out 2>/dev/null | awk '/^RESULT/ {printf "%-10s %-20s %7s %12s\n", $2, $3, $4, $5}'
 grep -h "final loss rel diff\|step time\|MFU" "$build"/*.out 2>/dev/null
+grep -h "rel diff .*(tolerance\|^compare \|NCCL started" "$build"/stage-*.out 2>/dev/null
 exit "$failed"

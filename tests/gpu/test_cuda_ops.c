@@ -11,6 +11,12 @@
  *   test_cuda_ops throughput [model] [batch]
  *                                      DiT training images/s and MFU (cuda;
  *                                      DIFFUSE_CUDA_AUTOCAST=bf16 for bf16)
+ *   test_cuda_ops compare A B tol [prefix]
+ *                                      two safetensors files (samples or
+ *                                      checkpoints of a cpu and a cuda run):
+ *                                      every float tensor of A whose name
+ *                                      starts with prefix, normwise error
+ *                                      <= tol (needs no GPU)
  *
  * Exits 77 (skip) when no CUDA device can be used, 0 when every check
  * passes, 1 otherwise. Op outputs land in graph memory that was filled with
@@ -23,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "diffuse/io.h"
 #include "diffuse/optim.h"
 #include "diffuse/rng.h"
 #include "diffuse/tensor.h"
@@ -705,9 +712,68 @@ static int run_throughput(df_ctx *gpu, const char *model, int64_t batch)
 	return 1;
 }
 
+/* The worst normwise error over the tensors two files share, against
+ * tol; a tensor of a missing from b, or of another size, fails. */
+static int compare_files(const char *path_a, const char *path_b, double tol, const char *prefix)
+{
+	df_safetensors *a = NULL, *b = NULL;
+	df_error err = { { 0 } };
+	if (df_safetensors_open(&a, path_a, &err) || df_safetensors_open(&b, path_b, &err)) {
+		fprintf(stderr, "%s\n", err.msg);
+		df_safetensors_close(a);
+		return 1;
+	}
+	double worst = 0.0;
+	const char *worst_name = "(none)";
+	int rc = 0, compared = 0;
+	for (size_t i = 0; i < df_safetensors_count(a) && !rc; i++) {
+		const df_safetensors_tensor *ta = df_safetensors_tensor_at(a, i);
+		if (strncmp(ta->name, prefix, strlen(prefix)) != 0 || ta->dtype != DF_ST_F32)
+			continue;
+		const df_safetensors_tensor *tb = df_safetensors_find(b, ta->name);
+		if (!tb || tb->nelem != ta->nelem) {
+			fprintf(stderr, "compare: %s: missing from %s or of another size\n", ta->name, path_b);
+			rc = 1;
+			break;
+		}
+		float *va = malloc(ta->nelem * sizeof *va), *vb = malloc(ta->nelem * sizeof *vb);
+		if (!va || !vb || df_safetensors_read_f32(a, ta, va, ta->nelem, &err) ||
+		    df_safetensors_read_f32(b, tb, vb, tb->nelem, &err)) {
+			fprintf(stderr, "compare: %s: cannot read\n", ta->name);
+			rc = 1;
+		}
+		double diff = 0.0, scale = 0.0;
+		for (size_t k = 0; !rc && k < ta->nelem; k++) {
+			double d = fabs((double)va[k] - (double)vb[k]);
+			diff = d > diff || isnan(d) ? d : diff;
+			scale = fabs((double)va[k]) > scale ? fabs((double)va[k]) : scale;
+		}
+		double e = scale > 0 ? diff / scale : diff;
+		if (!rc && (e > worst || isnan(e))) {
+			worst = e;
+			worst_name = ta->name;
+		}
+		compared += !rc;
+		free(va);
+		free(vb);
+	}
+	if (!rc && compared == 0) {
+		fprintf(stderr, "compare: no float tensor named %s* in %s\n", prefix, path_a);
+		rc = 1;
+	}
+	if (!rc)
+		printf("compare %s %s: %d tensors, worst normwise error %.3g (%s), tolerance %.3g: %s\n", path_a,
+		       path_b, compared, worst, worst_name, tol, worst <= tol ? "ok" : "FAIL");
+	df_safetensors_close(a);
+	df_safetensors_close(b);
+	return rc || !(worst <= tol);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "ops";
+	if (!strcmp(mode, "compare") && argc > 4)
+		return compare_files(argv[2], argv[3], atof(argv[4]), argc > 5 ? argv[5] : "");
 	df_ctx *cpu = NULL, *gpu = NULL;
 	df_error err = { { 0 } };
 	/* DIFFUSE_TEST_DEVICE=cpu checks the harness itself (cpu against cpu). */
@@ -738,7 +804,7 @@ int main(int argc, char **argv)
 		rc = run_throughput(gpu, argc > 2 ? argv[2] : "DiT-XL/2", argc > 3 ? atoll(argv[3]) : 0);
 	else {
 		fprintf(stderr, "usage: test_cuda_ops [ops | dit [steps] [batch] [cpu-file] | dit-cpu steps batch file |\n"
-		                "                      throughput [model] [batch]]\n");
+		                "                      throughput [model] [batch] | compare a b tol [prefix]]\n");
 		rc = 2;
 	}
 	df_ctx_destroy(cpu);

@@ -3,7 +3,8 @@
  *   backbone "pixel-mlp": a per-pixel MLP with time and label embeddings
  *     (its `hidden` setting changes the shape of its weights);
  *   objective "flow-fixture": the linear path with a velocity (or eps)
- *     target, computed on the host; `nan_at_step` poisons one step's loss;
+ *     target, computed on the host; `nan_at_step` poisons one step's loss,
+ *     `inf_grad_at_step` one step's gradient (the loss stays finite);
  *   sampler "euler-fixture": Euler on the velocity; refuses a process
  *     whose prediction is not a velocity, as a sampler that needs one
  *     would. */
@@ -123,11 +124,14 @@ static const char *const predictions[] = {"velocity", "eps", NULL};
 typedef struct flow_settings {
 	const char *prediction;
 	int64_t nan_at_step;
+	int64_t inf_grad_at_step;
 } flow_settings;
 
 static const df_setting flow_decl[] = {
 	DF_SETTING_CHOICE(flow_settings, prediction, "velocity", predictions, "what the model predicts"),
 	DF_SETTING_INT(flow_settings, nan_at_step, "-1", -1, 1e12, "0-based step whose loss is NaN; -1 = none"),
+	DF_SETTING_INT(flow_settings, inf_grad_at_step, "-1", -1, 1e12,
+	               "0-based step whose gradient overflows while the loss stays finite; -1 = none"),
 	DF_SETTINGS_END,
 };
 
@@ -212,6 +216,12 @@ static int flow_loss(void *self, df_graph *g, const df_loss_batch *b, const df_m
 	*loss = df_mean(g, each);
 	if ((int64_t)b->step == f->s.nan_at_step)
 		*loss = df_scale(g, *loss, NAN);
+	if ((int64_t)b->step == f->s.inf_grad_at_step) {
+		/* out 1e-60 underflows to 0 on the way forward (the loss is
+		 * unchanged); the way back multiplies by 1e60, which overflows. */
+		df_tensor *vanish = df_scale(g, df_scale(g, out, 1e-30f), 1e-30f);
+		*loss = df_add(g, *loss, df_mean(g, df_scale(g, df_scale(g, vanish, 1e30f), 1e30f)));
+	}
 	if ((rc = df_graph_status(g, err)))
 		return rc;
 	return b->loss_out ? df_tensor_read(each, b->loss_out, err) : DF_OK;

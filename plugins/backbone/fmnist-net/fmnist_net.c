@@ -84,19 +84,27 @@ int fmnist_net_init(fmnist_net *net, uint64_t seed, df_error *err)
 	return rc;
 }
 
+df_tensor *fmnist_net_stage(fmnist_net *net, df_graph *g, df_tensor *x, int stage)
+{
+	df_tensor *h = x;
+	for (int i = 0; i < stage; i++) {
+		if (i > 0)
+			h = df_avgpool2d(g, h, 2);
+		h = df_conv2d(g, h, net->conv_w[i], net->conv_b[i], 1, 1);
+		h = df_groupnorm(g, h, conv_channels[i + 1] / FMNIST_NET_GROUP, net->norm_w[i], net->norm_b[i], 1e-5f);
+		h = df_silu(g, h);
+	}
+	return h;
+}
+
 int fmnist_net_forward(fmnist_net *net, df_graph *g, df_tensor *x, df_tensor **features, df_tensor **logits,
                        df_error *err)
 {
 	if (x->ndim != 4 || x->shape[1] != 1 || x->shape[2] != FMNIST_NET_SIZE || x->shape[3] != FMNIST_NET_SIZE)
 		return df_error_set(err, DF_EINVAL, "fmnist-net: takes (N, 1, 28, 28) images, got %d dims of %lld channels",
 		                    x->ndim, x->ndim > 1 ? (long long)x->shape[1] : 0LL);
-	df_tensor *h = x;
-	for (int i = 0; i < 3; i++) {
-		h = df_conv2d(g, h, net->conv_w[i], net->conv_b[i], 1, 1);
-		h = df_groupnorm(g, h, conv_channels[i + 1] / FMNIST_NET_GROUP, net->norm_w[i], net->norm_b[i], 1e-5f);
-		h = df_avgpool2d(g, df_silu(g, h), 2);
-	}
-	h = df_reshape(g, h, DF_SHAPE(x->shape[0], FMNIST_NET_FLAT));
+	df_tensor *h = fmnist_net_stage(net, g, x, 3);
+	h = df_reshape(g, df_avgpool2d(g, h, 2), DF_SHAPE(x->shape[0], FMNIST_NET_FLAT));
 	df_tensor *feat = df_silu(g, df_linear(g, h, net->fc1_w, net->fc1_b));
 	df_tensor *out = logits ? df_linear(g, feat, net->fc2_w, net->fc2_b) : NULL;
 	int rc = df_graph_status(g, err);

@@ -37,6 +37,11 @@ int fmnist_net_init(fmnist_net *net, uint64_t seed, df_error *err);
  * either output may be NULL. */
 int fmnist_net_forward(fmnist_net *net, df_graph *g, df_tensor *x, df_tensor **features, df_tensor **logits,
                        df_error *err);
+/* The convolutional feature map after `stage` (1..3) conv-norm-SiLU
+ * stages, before that stage's pooling: (N, 16, 28, 28), (N, 32, 14, 14)
+ * or (N, 64, 7, 7) for 28x28 input (REPA's patch features). Sticky
+ * graph errors, as the ops. */
+df_tensor *fmnist_net_stage(fmnist_net *net, df_graph *g, df_tensor *x, int stage);
 /* Loads the weights from a weights file or from a training checkpoint
  * (whose EMA set, "ema.<name>", is preferred over the raw weights). */
 int fmnist_net_load(fmnist_net *net, const char *path, df_error *err);

@@ -190,6 +190,7 @@ void vae_model_destroy(vae_model *m)
 		return;
 	df_params_destroy(m->params);
 	vae_cache_close(m);
+	free(m->key_index);
 	free(m->inits);
 	np_scratch_free(&m->host);
 	np_scratch_free(&m->clamp_host);
@@ -333,6 +334,12 @@ int vae_posterior(vae_model *m, df_graph *g, df_tensor *images, df_tensor **mean
 df_tensor *vae_sample(vae_model *m, df_graph *g, df_tensor *mean, df_tensor *logvar, uint64_t seed, uint64_t step,
                       df_error *err)
 {
+	return vae_sample_indexed(m, g, mean, logvar, seed, step, NULL, err);
+}
+
+df_tensor *vae_sample_indexed(vae_model *m, df_graph *g, df_tensor *mean, df_tensor *logvar, uint64_t seed,
+                              uint64_t step, const int64_t *index, df_error *err)
+{
 	if (!mean || !logvar)
 		return NULL;
 	float *noise = np_scratch_get(&m->host, mean->numel);
@@ -340,7 +347,11 @@ df_tensor *vae_sample(vae_model *m, df_graph *g, df_tensor *mean, df_tensor *log
 		df_error_set(err, DF_ENOMEM, "vae: out of memory");
 		return NULL;
 	}
-	df_rng_fill_normal(noise, (size_t)mean->numel, seed, VAE_NOISE_STREAM, step, 0);
+	int64_t samples = mean->shape[0], per = mean->numel / samples;
+	if (!index)
+		df_rng_fill_normal(noise, (size_t)mean->numel, seed, VAE_NOISE_STREAM, step, 0);
+	for (int64_t i = 0; index && i < samples; i++)
+		df_rng_fill_normal(noise + i * per, (size_t)per, seed, VAE_NOISE_STREAM, step, (uint64_t)index[i] * per);
 	df_tensor *n = df_tensor_from_host(g, noise, mean->ndim, mean->shape);
 	return df_add(g, mean, df_mul(g, df_exp(g, df_scale(g, logvar, 0.5f)), n));
 }

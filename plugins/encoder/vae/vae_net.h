@@ -83,6 +83,9 @@ typedef struct vae_model {
 	df_tensor *quant_w, *quant_b, *post_quant_w, *post_quant_b;
 	np_scratch host, clamp_host, abs_host;
 	uint64_t encode_calls;            /* posterior noise of encode: one step per call */
+	int64_t *key_index;               /* the next encode's sample indices (DF_ENCODER_NOISE_KEY) */
+	int64_t key_n, key_cap;           /* key_n = 0: not keyed */
+	uint64_t key_step;
 	struct vae_cache *cache;          /* posteriors by image key, or NULL */
 } vae_model;
 
@@ -102,6 +105,10 @@ int vae_posterior(vae_model *m, df_graph *g, df_tensor *images, df_tensor **mean
  * element index). */
 df_tensor *vae_sample(vae_model *m, df_graph *g, df_tensor *mean, df_tensor *logvar, uint64_t seed, uint64_t step,
                       df_error *err);
+/* The same, sample i's noise keyed by (seed, step, index[i]), so it does
+ * not depend on the batch; index NULL is vae_sample. */
+df_tensor *vae_sample_indexed(vae_model *m, df_graph *g, df_tensor *mean, df_tensor *logvar, uint64_t seed,
+                              uint64_t step, const int64_t *index, df_error *err);
 /* Unscaled latents (N, embed_dim, h, w) -> images. */
 int vae_decode_raw(vae_model *m, df_graph *g, df_tensor *z, df_tensor **images, df_error *err);
 /* The autoencoder's training loss: sum over pixels of |x - x^| (or the

@@ -102,7 +102,12 @@ static int vae_encode(void *self, df_graph *g, df_tensor *images, df_tensor **la
 		rc = vae_posterior(m, g, images, &mean, &logvar, err);
 	if (rc != DF_OK)
 		return rc;
-	df_tensor *z = m->cfg.sample ? vae_sample(m, g, mean, logvar, m->cfg.seed, m->encode_calls++, err) : mean;
+	/* keyed by sample and step when the runtime said which (DF_ENCODER_NOISE_KEY), else by call */
+	int keyed = m->key_n == mean->shape[0];
+	df_tensor *z = !m->cfg.sample ? mean
+	               : keyed ? vae_sample_indexed(m, g, mean, logvar, m->cfg.seed, m->key_step, m->key_index, err)
+	                       : vae_sample(m, g, mean, logvar, m->cfg.seed, m->encode_calls++, err);
+	m->key_n = 0;
 	/* The autoencoder is frozen here: no gradient flows back into it. */
 	z = df_detach(g, vae_rescale(m, g, z, 0));
 	if ((rc = df_graph_status(g, err)) != DF_OK || !z)
@@ -143,6 +148,27 @@ static void vae_set_step_ext(void *self, uint64_t step)
 	((vae_model *)self)->encode_calls = step;
 }
 
+/* DF_ENCODER_NOISE_KEY: the next encode's posterior noise by (step, sample index). */
+static void vae_noise_key(void *self, uint64_t step, const int64_t *index, int64_t n)
+{
+	vae_model *m = self;
+	m->key_n = 0;
+	if (!index || n <= 0)
+		return;
+	if (n > m->key_cap) {
+		int64_t *grown = realloc(m->key_index, (size_t)n * sizeof *grown);
+		if (!grown)
+			return; /* unkeyed: counted by call, as without the runtime's key */
+		m->key_index = grown;
+		m->key_cap = n;
+	}
+	memcpy(m->key_index, index, (size_t)n * sizeof *index);
+	m->key_n = n;
+	m->key_step = step;
+}
+
+static const df_encoder_noise_key vae_noise_key_ext = {sizeof(df_encoder_noise_key), vae_noise_key};
+
 static void vae_image_keys_ext(void *self, const float *images, int64_t n, int64_t image_numel, int64_t *keys)
 {
 	(void)self;
@@ -168,7 +194,9 @@ static int vae_posterior_ext(void *self, df_graph *g, df_tensor *images, df_tens
  *     the key under which the cache finds each image (stored as image_key).
  * "set-step": void (*)(void *self, uint64_t step)
  *     keys the posterior noise of the next encode by the training step;
- *     without it encode counts its own calls (not kept across a resume). */
+ *     without it encode counts its own calls (not kept across a resume).
+ * DF_ENCODER_NOISE_KEY: a df_encoder_noise_key (plugin.h); keys it by
+ *     step and sample index instead, for the next encode. */
 static void *vae_extension(void *self, const char *name)
 {
 	(void)self;
@@ -184,6 +212,8 @@ static void *vae_extension(void *self, const char *name)
 		return (void *)vae_image_keys_ext;
 	if (strcmp(name, "set-step") == 0)
 		return (void *)vae_set_step_ext;
+	if (strcmp(name, DF_ENCODER_NOISE_KEY) == 0)
+		return (void *)&vae_noise_key_ext;
 	return NULL;
 }
 

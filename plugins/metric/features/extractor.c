@@ -9,20 +9,25 @@
 #include "feature_store.h"
 #include "classifier.h"
 #include "fmnist_net.h"
+#include "inception.h"
 
 const char *const dff_feature_names[] = {"fmnist-net", "inception", "pixels", NULL};
 enum { FEATURES_FMNIST, FEATURES_INCEPTION, FEATURES_PIXELS };
 
 /* Images per network pass: bounds the graph's arena. */
 #define DFF_CHUNK 256
+/* Inception at 299x299: a few images per pass bound the arena (blocks reuse
+ * memory; 8 images take about 260 MB). */
+#define DFF_INCEPTION_CHUNK 8
 
 struct dff_extractor {
 	int kind;
 	df_shape3 image;
 	int crop; /* rows/columns cut from each side to reach 28x28 */
 	fmnist_net *net;
+	dff_inception *inception;
 	df_graph *graph;
-	float *chunk; /* DFF_CHUNK cropped images */
+	float *chunk; /* DFF_CHUNK cropped images, or DFF_INCEPTION_CHUNK resized ones */
 };
 
 const char *dff_default_weights(char *buf, size_t size)
@@ -55,6 +60,28 @@ static int create_fmnist(dff_extractor *fx, const dff_settings *s, df_ctx *ctx, 
 	return DF_OK;
 }
 
+/* FID's Inception v3: the weights must be brought (nothing ships them). */
+static int create_inception(dff_extractor *fx, const dff_settings *s, df_ctx *ctx, df_error *err)
+{
+	const df_shape3 im = fx->image;
+	if (im.channels != 1 && im.channels != 3)
+		return df_error_set(err, DF_EINVAL, "features inception: takes 1- or 3-channel images, not %d channels",
+		                    im.channels);
+	if (!s->weights || !*s->weights)
+		return df_error_set(err, DF_EINVAL,
+		                    "features inception: set weights to the safetensors file of FID's Inception v3 "
+		                    "(the pytorch-fid state_dict)");
+	int rc = dff_inception_create_from_file(&fx->inception, ctx, s->weights, err);
+	if (rc)
+		return df_error_prefix(err, rc, "features inception");
+	const size_t image = (size_t)3 * DFF_INCEPTION_SIZE * DFF_INCEPTION_SIZE;
+	fx->graph = df_graph_create(ctx, DF_GRAPH_NO_GRAD);
+	fx->chunk = malloc(DFF_INCEPTION_CHUNK * image * sizeof *fx->chunk);
+	if (!fx->graph || !fx->chunk)
+		return df_error_set(err, DF_ENOMEM, "features inception: out of memory");
+	return DF_OK;
+}
+
 int dff_create(dff_extractor **out, const dff_settings *s, df_ctx *ctx, df_shape3 image, df_error *err)
 {
 	*out = NULL;
@@ -64,14 +91,14 @@ int dff_create(dff_extractor **out, const dff_settings *s, df_ctx *ctx, df_shape
 	if (image.channels <= 0 || image.height <= 0 || image.width <= 0)
 		return df_error_set(err, DF_EINVAL, "features: bad image shape %dx%dx%d", image.channels, image.height,
 		                    image.width);
-	if (kind == FEATURES_INCEPTION)
-		return df_error_set(err, DF_ENOTSUP, "features inception: not available in this build");
 	dff_extractor *fx = calloc(1, sizeof *fx);
 	if (!fx)
 		return df_error_set(err, DF_ENOMEM, "features: out of memory");
 	fx->kind = kind;
 	fx->image = image;
-	int rc = kind == FEATURES_FMNIST ? create_fmnist(fx, s, ctx, err) : DF_OK;
+	int rc = kind == FEATURES_FMNIST      ? create_fmnist(fx, s, ctx, err)
+	         : kind == FEATURES_INCEPTION ? create_inception(fx, s, ctx, err)
+	                                      : DF_OK;
 	if (rc) {
 		dff_destroy(fx);
 		return rc;
@@ -85,6 +112,7 @@ void dff_destroy(dff_extractor *fx)
 	if (!fx)
 		return;
 	fmnist_net_destroy(fx->net);
+	dff_inception_destroy(fx->inception);
 	df_graph_destroy(fx->graph);
 	free(fx->chunk);
 	free(fx);
@@ -94,6 +122,8 @@ int dff_dim(const dff_extractor *fx)
 {
 	if (fx->kind == FEATURES_FMNIST)
 		return FMNIST_NET_FEATURES;
+	if (fx->kind == FEATURES_INCEPTION)
+		return DFF_INCEPTION_FEATURES;
 	return fx->image.channels * fx->image.height * fx->image.width;
 }
 
@@ -128,6 +158,31 @@ static int extract_fmnist(dff_extractor *fx, const float *images, int64_t n, flo
 	return DF_OK;
 }
 
+static int extract_inception(dff_extractor *fx, const float *images, int64_t n, float *features, df_error *err)
+{
+	const df_shape3 im = fx->image;
+	const size_t image = (size_t)im.channels * im.height * im.width;
+	const size_t resized = (size_t)3 * DFF_INCEPTION_SIZE * DFF_INCEPTION_SIZE;
+	for (int64_t start = 0; start < n; start += DFF_INCEPTION_CHUNK) {
+		int64_t b = n - start < DFF_INCEPTION_CHUNK ? n - start : DFF_INCEPTION_CHUNK;
+		for (int64_t i = 0; i < b; i++)
+			dff_inception_resize(images + (size_t)(start + i) * image, im.channels, im.height, im.width,
+			                     fx->chunk + (size_t)i * resized);
+		df_graph_reset(fx->graph);
+		df_tensor *x = df_tensor_from_host(fx->graph, fx->chunk,
+		                                   DF_SHAPE(b, 3, DFF_INCEPTION_SIZE, DFF_INCEPTION_SIZE));
+		df_tensor *feat = NULL;
+		int rc = df_graph_status(fx->graph, err);
+		if (!rc)
+			rc = dff_inception_forward(fx->inception, fx->graph, x, &feat, err);
+		if (!rc && features)
+			rc = df_tensor_read(feat, features + start * DFF_INCEPTION_FEATURES, err);
+		if (rc)
+			return rc;
+	}
+	return DF_OK;
+}
+
 int dff_extract(dff_extractor *fx, const float *images, int64_t n, float *features, float *logits, df_error *err)
 {
 	if (n < 0 || (n > 0 && !images))
@@ -139,6 +194,8 @@ int dff_extract(dff_extractor *fx, const float *images, int64_t n, float *featur
 			memcpy(features, images, (size_t)n * (size_t)dff_dim(fx) * sizeof *features);
 		return DF_OK;
 	}
+	if (fx->kind == FEATURES_INCEPTION)
+		return extract_inception(fx, images, n, features, err);
 	return extract_fmnist(fx, images, n, features, logits, err);
 }
 

@@ -5,7 +5,9 @@
  *   fmnist-net  the shipped Fashion-MNIST classifier: 128 features (its
  *               penultimate layer) and 10 logits; takes 1-channel images of
  *               28x28, or larger squares padded with pad_to (centre-cropped)
- *   inception   FID's Inception v3 (pool3, 2048 features)
+ *   inception   FID's Inception v3 (pool3, 2048 features) from the weights
+ *               file the user brings (inception.h); takes 1- or 3-channel
+ *               images of any size, resized to 299x299 as pytorch-fid does
  *   pixels      the image itself, flattened (no network, no classes)
  */
 #ifndef DIFFUSE_METRIC_EXTRACTOR_H
@@ -26,9 +28,10 @@ extern const char *const dff_feature_names[];
 
 #define DFF_SETTINGS(S)                                                                                     \
 	DF_SETTING_CHOICE(S, features, "fmnist-net", dff_feature_names,                                    \
-	                  "feature network: fmnist-net (shipped), pixels, inception (FID's; not in this build yet)"), \
+	                  "feature network: fmnist-net (shipped), pixels, inception (FID's; weights required)"), \
 	DF_SETTING_STRING(S, weights, "",                                                                  \
-	                  "weights of the feature network (safetensors); \"\": the shipped fmnist-net file")
+	                  "weights of the feature network (safetensors); \"\": the shipped fmnist-net file; " \
+	                  "inception needs FID's Inception v3 under pytorch-fid's state_dict names")
 
 /* The shipped weights file: $DIFFUSE_DATA_DIR/fmnist-net.safetensors when
  * that variable is set, else the installed one. */

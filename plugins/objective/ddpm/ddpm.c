@@ -2,7 +2,8 @@
  * the T schedule indices, eps prediction, and either the plain MSE
  * ("simple") or IDDPM's hybrid loss: MSE plus the variational bound with a
  * stop-gradient on the mean, so the VB term trains only the learned-range
- * variance channels (2C outputs). */
+ * variance channels (2C outputs). Schedules: DiT's linear and cosine, and
+ * LDM's scaled_linear (its configs' "linear", with linear_start/end). */
 #include "config.h"
 #include <math.h>
 #include <stdio.h>
@@ -12,22 +13,31 @@
 #include "diffuse/process.h"
 #include "diffuse/tensor.h"
 
-static const char *const schedules[] = {"linear", "cosine", NULL};
+static const char *const schedules[] = {"linear", "cosine", "scaled_linear", NULL};
 static const char *const losses[] = {"simple", "hybrid", NULL};
+
+/* The scaled_linear range of Stable Diffusion, the settings' defaults. */
+#define SD_LINEAR_START 0.00085
+#define SD_LINEAR_END 0.012
 
 typedef struct ddpm_settings {
 	const char *schedule;
 	int64_t steps;
 	const char *loss;
+	double linear_start, linear_end;
 } ddpm_settings;
 
 static const df_setting ddpm_settings_decl[] = {
 	DF_SETTING_CHOICE(ddpm_settings, schedule, "linear", schedules,
-	                  "beta schedule: DiT's linear (1e-4 to 0.02, scaled by 1000 / steps) or cosine "
-	                  "(squaredcos_cap_v2)"),
+	                  "beta schedule: DiT's linear (1e-4 to 0.02, scaled by 1000 / steps), cosine "
+	                  "(squaredcos_cap_v2) or LDM's scaled_linear (linear in sqrt(beta))"),
 	DF_SETTING_INT(ddpm_settings, steps, "1000", 2, 100000, "diffusion steps T"),
 	DF_SETTING_CHOICE(ddpm_settings, loss, "simple", losses,
 	                  "simple: MSE on eps; hybrid: MSE + variational bound, learned-range variance (2C outputs)"),
+	DF_SETTING_FLOAT(ddpm_settings, linear_start, "0.00085", 1e-8, 0.999,
+	                 "scaled_linear: the first beta (0.00085 in Stable Diffusion, 0.0015 in most LDM configs)"),
+	DF_SETTING_FLOAT(ddpm_settings, linear_end, "0.012", 1e-8, 0.999,
+	                 "scaled_linear: the last beta (0.012 in Stable Diffusion, 0.0195 in most LDM configs)"),
 	DF_SETTINGS_END,
 };
 
@@ -37,6 +47,23 @@ typedef struct ddpm_objective {
 	int T;
 	df_ddpm_step *steps; /* every index: the posterior of the training schedule */
 } ddpm_objective;
+
+/* LDM's "linear" schedule (ddpm.py make_beta_schedule), which diffusers
+ * calls scaled_linear: the square roots of the betas are evenly spaced, over
+ * the T steps as given (no 1000 / T rescaling). */
+static int scaled_linear_betas(const ddpm_settings *s, int T, double *betas, df_error *err)
+{
+	if (!(s->linear_start < s->linear_end))
+		return df_error_set(err, DF_EINVAL, "linear_start: %g is not below linear_end %g", s->linear_start,
+		                    s->linear_end);
+	double first = sqrt(s->linear_start), last = sqrt(s->linear_end);
+	double step = (last - first) / (T - 1);
+	for (int i = 0; i < T; i++) {
+		double root = i == T - 1 ? last : first + i * step; /* numpy linspace: the end point exact */
+		betas[i] = root * root;
+	}
+	return 0;
+}
 
 static void ddpm_destroy(void *self)
 {
@@ -63,7 +90,14 @@ static int ddpm_create(const void *settings, df_ctx *ctx, void **self, df_error 
 	int rc = !o || !betas || !idx || !o->steps ? df_error_set(err, DF_ENOMEM, "out of memory") : 0;
 	char name[32];
 	snprintf(name, sizeof name, "ddpm-%s", s->schedule);
-	if (!rc)
+	int scaled = !strcmp(s->schedule, "scaled_linear");
+	/* a range the schedule would ignore is a mistake in the pipeline */
+	if (!rc && !scaled && (s->linear_start != SD_LINEAR_START || s->linear_end != SD_LINEAR_END))
+		rc = df_error_set(err, DF_EINVAL, "linear_start, linear_end: only schedule = \"scaled_linear\" uses them "
+		                  "(schedule is \"%s\")", s->schedule);
+	if (!rc && scaled)
+		rc = scaled_linear_betas(s, T, betas, err);
+	else if (!rc)
 		rc = df_ddpm_betas(s->schedule, T, betas, err);
 	if (!rc)
 		rc = df_process_create_discrete(&o->process, name, betas, T, DF_PRED_EPS, hybrid, err);

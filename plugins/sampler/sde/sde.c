@@ -138,8 +138,11 @@ static int sde_check(void *self, const df_process *p, df_error *err)
 	if (!(hi > lo))
 		return df_error_set(err, DF_EINVAL, "empty interval [%g, %g] on '%s': last_step_size too large",
 		                    lo, hi, df_process_name(p));
-	/* the first and the last evaluation: the last step at lo, or the last stochastic one */
-	double ends[2] = {hi, o->last == LAST_NONE ? hi - (o->steps - 2) * (hi - lo) / (o->steps - 1) : lo};
+	/* the first and the last evaluation: the last step at lo, or the last stochastic one (whose
+	 * Heun corrector is at lo too) */
+	double ends[2] = {hi, o->last == LAST_NONE && o->method == SDE_EULER_MARUYAMA
+	                          ? hi - (o->steps - 2) * (hi - lo) / (o->steps - 1)
+	                          : lo};
 	int rc = df_sampling_check_times(p, ends, 2, DF_PRED_SCORE, err);
 	if (!rc)
 		rc = df_sampling_check_times(p, ends, 2, DF_PRED_VELOCITY, err);

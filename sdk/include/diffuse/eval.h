@@ -26,6 +26,9 @@ typedef struct df_eval_request {
 	int64_t count;           /* images generated (and real images compared); 0: 10000 */
 	const char *metrics;     /* comma-separated metric components; NULL: DF_EVAL_DEFAULT_METRICS */
 	int no_reference;        /* 1: skip the FD floor and ceiling */
+	/* Plain weights under the official names (e.g. exported by another
+	 * trainer) in place of the checkpoint; NULL: the checkpoint. */
+	const char *weights;
 } df_eval_request;
 
 typedef struct df_eval_value {

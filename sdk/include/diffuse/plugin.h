@@ -91,6 +91,20 @@ typedef struct df_encoder_vtable {
 	void *(*extension)(void *self, const char *name); /* optional, e.g. "train-loss" */
 } df_encoder_vtable;
 
+/* Noise drawn while encoding (the vae's posterior sample). An encoder
+ * that draws some answers extension(self, DF_ENCODER_NOISE_KEY) with a
+ * df_encoder_noise_key; the training stage calls key before each encode
+ * with the step and the global index of each of the n images, so image i
+ * draws the same noise in any batch, on any number of ranks and after a
+ * resume. The key holds for the next encode only. Reached by name, so
+ * the ABI version is unchanged. */
+#define DF_ENCODER_NOISE_KEY "noise-key"
+
+typedef struct df_encoder_noise_key {
+	size_t struct_size;
+	void (*key)(void *self, uint64_t step, const int64_t *index, int64_t n);
+} df_encoder_noise_key;
+
 /* ------------------------------------------------------------------ */
 /* Backbone: the network. forward(x_t, t, cond) on a graph. */
 
@@ -189,6 +203,31 @@ typedef struct df_objective_dataset_hook {
 	size_t struct_size;
 	int (*attach)(void *self, const df_dataset_access *access, df_error *err);
 } df_objective_dataset_hook;
+
+/* Weights of the objective's own that depend on the backbone (REPA's
+ * projector reads the tokens after block k, so its width is the
+ * backbone's). Such an objective answers extension(self,
+ * DF_OBJECTIVE_MODEL_ACCESS) with a df_objective_model_hook. The training
+ * stage calls attach once, after the backbone is created and initialised
+ * and before a checkpoint is resumed; `probe` runs the backbone without
+ * labels on a graph of the objective's, to learn the hidden state's shape;
+ * `image` is the clean images' shape (the batch's `images`), `input` the
+ * backbone's input shape (the encoded x0); `seed` the run's. From then on
+ * params() answers the objective's block, which the stage trains with the
+ * backbone's (one gradient norm for clipping, the same AdamW settings, no
+ * EMA set) and stores in the checkpoint as "objective.<name>" beside the
+ * backbone ("opt.m.objective.<name>" ... for the moments). Stages that
+ * never call loss never attach, and they skip those tensors when loading,
+ * so sampling needs nothing the objective alone uses. Reached by name: the
+ * ABI version is unchanged. */
+#define DF_OBJECTIVE_MODEL_ACCESS "model-access"
+#define DF_OBJECTIVE_PARAMS_PREFIX "objective."
+
+typedef struct df_objective_model_hook {
+	size_t struct_size;
+	int (*attach)(void *self, const df_model_call *probe, df_shape3 image, df_shape3 input, uint64_t seed,
+	              df_error *err);
+} df_objective_model_hook;
 
 /* ------------------------------------------------------------------ */
 /* Sampler: integrates from noise to data through the objective's process.

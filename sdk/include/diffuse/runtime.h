@@ -269,6 +269,24 @@ typedef struct df_train_report {
 	double eta_s;
 } df_train_report;
 
+/* What a stage wrote, told as it happens to df_stage_options.output, so a
+ * program summarising a run (diffuse --json) need not parse the messages.
+ * The strings live only during the call. */
+typedef struct df_stage_output {
+	size_t struct_size;      /* sizeof(df_stage_output) */
+	const char *kind;        /* "checkpoint" or "samples" */
+	const char *path;        /* the file (or folder) written */
+	int64_t step;            /* training steps of the weights */
+	/* samples only */
+	int64_t count;           /* samples */
+	df_weight_set weights;   /* the set that generated */
+	const char *sampler;     /* the sampler component's name */
+	int64_t nfe;             /* model evaluations per sample (a guided pair counts once) */
+	double cfg_scale;        /* 1: no guidance (also for an unconditional model) */
+	double cfg_lo, cfg_hi;   /* guided for t in [cfg_lo, cfg_hi] (framework time) */
+	uint64_t seed;
+} df_stage_output;
+
 typedef struct df_stage_options {
 	size_t struct_size;            /* sizeof(df_stage_options) */
 	const char *run_dir;           /* checkpoints, log.jsonl and grids go here */
@@ -285,6 +303,8 @@ typedef struct df_stage_options {
 	/* One line of news (resumed, checkpoint saved, grid written); may be NULL. */
 	void (*message)(void *ctx, const char *line);
 	void *ctx;
+	/* Called with every checkpoint and sample file written; may be NULL. */
+	void (*output)(void *ctx, const df_stage_output *out);
 } df_stage_options;
 
 /* Trains the pipeline's backbone on its dataset. Returns DF_EINTR when

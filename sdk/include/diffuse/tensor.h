@@ -188,6 +188,13 @@ df_tensor *df_upsample_nearest2x(df_graph *g, df_tensor *x);
 /* stride = kernel; output (H / kernel, W / kernel): rows and columns past
  * the last whole window are dropped, as PyTorch's AvgPool2d does. */
 df_tensor *df_avgpool2d(df_graph *g, df_tensor *x, int kernel);
+/* Pooling windows of kernel x kernel every `stride`, with `padding` on
+ * each side: output ((H + 2 padding - kernel) / stride + 1, likewise for
+ * W), as PyTorch's MaxPool2d / AvgPool2d (ceil_mode off). Max pooling never
+ * picks the padding; average pooling divides by kernel^2 when count_pad,
+ * else by the cells of the window inside the image (count_include_pad). */
+df_tensor *df_maxpool2d(df_graph *g, df_tensor *x, int kernel, int stride, int padding);
+df_tensor *df_avgpool2d_window(df_graph *g, df_tensor *x, int kernel, int stride, int padding, int count_pad);
 
 /* Multi-head scaled-dot-product attention: q (N, Tq, D), k and v (N, Tk, D),
  * heads of D / heads contiguous features; softmax(q k^T / sqrt(hd)) v.
@@ -199,6 +206,7 @@ df_tensor *df_attention_qkv(df_graph *g, df_tensor *qkv, int heads);
 /* Activations and pointwise functions. */
 df_tensor *df_gelu(df_graph *g, df_tensor *x, int tanh_approx);
 df_tensor *df_silu(df_graph *g, df_tensor *x);
+df_tensor *df_relu(df_graph *g, df_tensor *x);
 df_tensor *df_exp(df_graph *g, df_tensor *x);
 df_tensor *df_log(df_graph *g, df_tensor *x);
 df_tensor *df_softplus(df_graph *g, df_tensor *x);

@@ -28,8 +28,8 @@ static char *pipeline_text(const df_pipeline *p, df_error *err)
 	return text;
 }
 
-/* The host copy of one set, numel floats (the block itself on the CPU). */
-static const float *set_values(dfr_model *m, int set)
+/* One set in backend memory, numel floats laid out as the block. */
+static float *set_block(dfr_model *m, int set)
 {
 	switch (set) {
 	case SET_RAW: return df_params_block(m->params, DF_PARAMS_VALUES);
@@ -39,36 +39,75 @@ static const float *set_values(dfr_model *m, int set)
 	}
 }
 
+/* The host view of one set: the block itself where the host reads backend
+ * memory (cpu), else a copy into staging (numel floats) made here. */
+static const float *set_values(dfr_model *m, int set, float *staging)
+{
+	const float *block = set_block(m, set);
+	if (!block || dfr_model_host_memory(m))
+		return block;
+	dfr_model_to_host(m, staging, block, m->numel);
+	return staging;
+}
+
+/* The objective's own weights (plugin.h, DF_OBJECTIVE_MODEL_ACCESS): its
+ * values and moments, no EMA set; in host memory (the training stage
+ * attaches such an objective on the cpu backend only). */
+static const float *objective_set_values(dfr_model *m, int set)
+{
+	if (!m->objective_params || set == SET_EMA)
+		return NULL;
+	return df_params_block(m->objective_params, set == SET_RAW ? DF_PARAMS_VALUES : set == SET_M ? DF_PARAMS_M
+	                                                                                           : DF_PARAMS_V);
+}
+
+/* Names "<set prefix><owner>name" for every tensor of p into
+ * entries[*n...]. */
+static int add_entries(df_params *p, const char *set_prefix, const char *owner, const float *values,
+                       df_safetensors_entry *entries, char **names, size_t *n, const char *path, df_error *err)
+{
+	for (size_t i = 0; i < df_params_count(p); i++) {
+		const df_tensor *t = df_params_at(p, i);
+		size_t len = strlen(set_prefix) + strlen(owner) + strlen(t->name) + 1;
+		if (!(names[*n] = malloc(len)))
+			return df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
+		snprintf(names[*n], len, "%s%s%s", set_prefix, owner, t->name);
+		entries[*n] = (df_safetensors_entry){names[*n], DF_ST_F32, t->ndim, t->shape,
+		                                     values + df_params_offset(p, i)};
+		(*n)++;
+	}
+	return DF_OK;
+}
+
 int dfr_checkpoint_save(dfr_model *m, const char *path, df_error *err)
 {
-	size_t count = df_params_count(m->params);
+	size_t count = df_params_count(m->params) + (m->objective_params ? df_params_count(m->objective_params) : 0);
 	int sets = SET_COUNT;
 	df_safetensors_entry *entries = calloc(count * (size_t)sets, sizeof *entries);
 	char **names = calloc(count * (size_t)sets, sizeof *names);
 	char *text = pipeline_text(m->pipeline, err);
+	float *staging = NULL; /* host copies of the sets off the host (cuda) */
 	int rc = DF_OK;
 	if (!entries || !names || !text) {
 		rc = text ? df_error_set(err, DF_ENOMEM, "%s: out of memory", path) : DF_ENOMEM;
 		goto done;
 	}
-	size_t n = 0;
-	for (int set = 0; set < sets; set++) {
-		const float *values = set_values(m, set);
-		if (!values)
-			continue;
-		for (size_t i = 0; i < count; i++) {
-			const df_tensor *t = df_params_at(m->params, i);
-			size_t len = strlen(set_prefixes[set]) + strlen(t->name) + 1;
-			if (!(names[n] = malloc(len))) {
-				rc = df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
-				goto done;
-			}
-			snprintf(names[n], len, "%s%s", set_prefixes[set], t->name);
-			entries[n] = (df_safetensors_entry){names[n], DF_ST_F32, t->ndim, t->shape,
-			                                    values + df_params_offset(m->params, i)};
-			n++;
-		}
+	if (!dfr_model_host_memory(m) && !(staging = malloc((size_t)sets * (size_t)m->numel * sizeof *staging))) {
+		rc = df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
+		goto done;
 	}
+	size_t n = 0;
+	for (int set = 0; set < sets && !rc; set++) {
+		const float *values = set_values(m, set, staging ? staging + (size_t)set * (size_t)m->numel : NULL);
+		const float *own = objective_set_values(m, set);
+		if (values)
+			rc = add_entries(m->params, set_prefixes[set], "", values, entries, names, &n, path, err);
+		if (own && !rc)
+			rc = add_entries(m->objective_params, set_prefixes[set], DF_OBJECTIVE_PARAMS_PREFIX, own, entries,
+			                 names, &n, path, err);
+	}
+	if (rc)
+		goto done;
 	char step[32], ema_step[32];
 	snprintf(step, sizeof step, "%" PRId64, m->step);
 	snprintf(ema_step, sizeof ema_step, "%" PRId64, m->ema_step);
@@ -87,6 +126,7 @@ done:
 	free(names);
 	free(entries);
 	free(text);
+	free(staging);
 	return rc;
 }
 
@@ -216,6 +256,9 @@ static int check_extra(dfr_model *m, const df_safetensors *st, const char *path,
 				base = name + strlen(set_prefixes[set]);
 				break;
 			}
+		/* the objective's own weights: read by training alone */
+		if (strncmp(base, DF_OBJECTIVE_PARAMS_PREFIX, strlen(DF_OBJECTIVE_PARAMS_PREFIX)) == 0)
+			continue;
 		if (!df_params_find(m->params, base)) {
 			char what[600];
 			snprintf(what, sizeof what, "%s is not a parameter of this model", name);
@@ -225,16 +268,51 @@ static int check_extra(dfr_model *m, const df_safetensors *st, const char *path,
 	return DF_OK;
 }
 
+/* Reads a set into dst, backend memory laid out as the block: directly on
+ * the host (cpu), else through a host copy of the whole set. */
 static int read_set(dfr_model *m, const df_safetensors *st, const char *path, int set, float *dst, df_error *err)
 {
 	size_t count = df_params_count(m->params);
-	for (size_t i = 0; i < count; i++) {
+	float *host = dst, *staging = NULL;
+	if (!dfr_model_host_memory(m)) {
+		if (!(staging = malloc((size_t)m->numel * sizeof *staging)))
+			return df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
+		host = staging;
+	}
+	int rc = DF_OK;
+	for (size_t i = 0; i < count && !rc; i++) {
 		const df_tensor *t = df_params_at(m->params, i);
 		char name[512];
 		snprintf(name, sizeof name, "%s%s", set_prefixes[set], t->name);
 		const df_safetensors_tensor *f = df_safetensors_find(st, name);
-		if (df_safetensors_read_f32(st, f, dst + df_params_offset(m->params, i), f->nelem, err) != 0)
-			return df_error_prefix(err, DF_EIO, "%s", path);
+		if (df_safetensors_read_f32(st, f, host + df_params_offset(m->params, i), f->nelem, err) != 0)
+			rc = df_error_prefix(err, DF_EIO, "%s", path);
+	}
+	if (!rc && staging)
+		dfr_model_to_device(m, dst, staging, m->numel);
+	free(staging);
+	return rc;
+}
+
+/* The objective's weights and moments, each tensor present with its shape:
+ * a run resumed without them would restart the objective from scratch. */
+static int read_objective(dfr_model *m, const df_safetensors *st, const char *path, df_error *err)
+{
+	df_params *p = m->objective_params;
+	static const int sets[] = {SET_RAW, SET_M, SET_V};
+	for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
+		float *dst = (float *)objective_set_values(m, sets[k]);
+		for (size_t i = 0; i < df_params_count(p); i++) {
+			const df_tensor *t = df_params_at(p, i);
+			char name[512];
+			snprintf(name, sizeof name, "%s%s%s", set_prefixes[sets[k]], DF_OBJECTIVE_PARAMS_PREFIX, t->name);
+			const df_safetensors_tensor *f = df_safetensors_find(st, name);
+			if (!f || (int64_t)f->nelem != t->numel)
+				return df_error_set(err, DF_EINVAL, "%s: %s is %s", path, name,
+				                    f ? "of another shape than the objective's" : "missing");
+			if (df_safetensors_read_f32(st, f, dst + df_params_offset(p, i), f->nelem, err) != 0)
+				return df_error_prefix(err, DF_EIO, "%s", path);
+		}
 	}
 	return DF_OK;
 }
@@ -271,7 +349,7 @@ int dfr_checkpoint_load(dfr_model *m, const char *path, int with_state, df_error
 		goto done;
 	rc = read_set(m, st, path, SET_RAW, df_params_block(m->params, DF_PARAMS_VALUES), err);
 	if (!rc && !absent[SET_EMA]) {
-		if (!m->ema && !(m->ema = malloc((size_t)m->numel * sizeof *m->ema)))
+		if (!m->ema && !(m->ema = dfr_model_alloc(m, m->numel)))
 			rc = df_error_set(err, DF_ENOMEM, "%s: out of memory", path);
 		if (!rc)
 			rc = read_set(m, st, path, SET_EMA, m->ema, err);
@@ -282,6 +360,8 @@ int dfr_checkpoint_load(dfr_model *m, const char *path, int with_state, df_error
 			rc = read_set(m, st, path, SET_V, df_params_block(m->params, DF_PARAMS_V), err);
 		m->have_opt = !rc;
 	}
+	if (!rc && with_state && m->objective_params)
+		rc = read_objective(m, st, path, err);
 	if (!rc && with_state) {
 		m->step = meta_int(st, "step");
 		m->ema_step = meta_int(st, "ema_step");

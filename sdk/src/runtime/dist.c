@@ -137,12 +137,16 @@ int df_dist_allreduce_sum_f64(double *v, size_t n, df_error *err)
 
 int df_dist_allreduce_sum_device_f32(float *device_values, size_t n, df_error *err)
 {
-	if (dist_size == 1)
-		return DF_OK;
 #ifdef DF_HAVE_NCCL
+	/* Under mpirun NCCL runs even for one rank, so one GPU exercises the
+	 * path a multi-GPU run takes. */
+	if (!dist_joined)
+		return DF_OK;
 	int rc = dfr_nccl_init(dist_rank, dist_size, err);
 	return rc ? rc : dfr_nccl_allreduce_sum(device_values, n, err);
 #else
+	if (dist_size == 1)
+		return DF_OK;
 	(void)device_values;
 	(void)n;
 	return df_error_set(err, DF_ENOTSUP, "rank %d: GPU gradients across ranks need a build with MPI and CUDA (NCCL)",

@@ -34,18 +34,27 @@ static int local_rank(int rank)
 	return rank;
 }
 
+int dfr_nccl_select_device(int rank, df_error *err)
+{
+	int devices = 0;
+	cudaError_t ce = cudaGetDeviceCount(&devices);
+	if (ce != cudaSuccess)
+		return df_error_set(err, DF_ENOTSUP, "device cuda: rank %d: %s", rank, cudaGetErrorString(ce));
+	if (devices <= 0)
+		return df_error_set(err, DF_ENOTSUP, "device cuda: rank %d: no CUDA device found", rank);
+	if ((ce = cudaSetDevice(local_rank(rank) % devices)) != cudaSuccess)
+		return cuda_failed(ce, "cudaSetDevice", rank, err);
+	return DF_OK;
+}
+
 int dfr_nccl_init(int rank, int size, df_error *err)
 {
 	if (joined)
 		return DF_OK;
-	int devices = 0;
-	cudaError_t ce = cudaGetDeviceCount(&devices);
-	if (ce != cudaSuccess)
-		return cuda_failed(ce, "cudaGetDeviceCount", rank, err);
-	if (devices <= 0)
-		return df_error_set(err, DF_ENOTSUP, "rank %d: no GPU for the NCCL allreduce", rank);
-	if ((ce = cudaSetDevice(local_rank(rank) % devices)) != cudaSuccess)
-		return cuda_failed(ce, "cudaSetDevice", rank, err);
+	int rc = dfr_nccl_select_device(rank, err);
+	if (rc)
+		return rc;
+	cudaError_t ce;
 	ncclUniqueId id;
 	ncclResult_t nr;
 	if (rank == 0 && (nr = ncclGetUniqueId(&id)) != ncclSuccess)
@@ -68,10 +77,15 @@ int dfr_nccl_allreduce_sum(float *device_values, size_t n, df_error *err)
 		return df_error_set(err, DF_EINVAL, "NCCL allreduce before dfr_nccl_init");
 	int rank = 0;
 	ncclCommUserRank(comm, &rank);
+	/* The gradients come from the backend's own (non-blocking) stream,
+	 * which ours does not wait for: finish every stream of the device. */
+	cudaError_t ce = cudaDeviceSynchronize();
+	if (ce != cudaSuccess)
+		return cuda_failed(ce, "cudaDeviceSynchronize", rank, err);
 	ncclResult_t nr = ncclAllReduce(device_values, device_values, n, ncclFloat32, ncclSum, comm, stream);
 	if (nr != ncclSuccess)
 		return nccl_failed(nr, "ncclAllReduce", rank, err);
-	cudaError_t ce = cudaStreamSynchronize(stream);
+	ce = cudaStreamSynchronize(stream);
 	return ce == cudaSuccess ? DF_OK : cuda_failed(ce, "cudaStreamSynchronize", rank, err);
 }
 

@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include "diffuse/error.h"
 
+/* Makes this rank's GPU (local rank mod the machine's GPUs) the current
+ * one: before the CUDA backend starts, so both use the same device. */
+int dfr_nccl_select_device(int rank, df_error *err);
 /* Picks this rank's GPU (local rank mod the machine's GPUs) and joins the
  * NCCL communicator of all ranks; rank 0 makes the id, MPI broadcasts it. */
 int dfr_nccl_init(int rank, int size, df_error *err);

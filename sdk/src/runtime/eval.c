@@ -276,7 +276,8 @@ static int generate(evaluator *ev, const df_eval_request *req, int64_t count, df
 	         ev->o && ev->o->run_dir ? ev->o->run_dir : ".");
 	df_sample_request sr = {
 		.struct_size = sizeof sr,
-		.checkpoint = req->checkpoint,
+		.checkpoint = req->weights ? NULL : req->checkpoint,
+		.weights = req->weights,
 		.count = count,
 		.out = res->samples,
 	};

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 #include "stage_private.h"
+#include "../core.h"
 
 const char *dfr_join(char *buf, size_t size, const char *dir, const char *name)
 {
@@ -121,13 +122,6 @@ int dfr_model_open(dfr_model *m, const df_pipeline *p, df_error *err)
 	const df_pipeline_settings *top = df_pipeline_top(p);
 	m->seed = (uint64_t)top->seed;
 	int rc = df_ctx_create(&m->ctx, top->device, (int)top->threads, err);
-	/* The stages keep the EMA set, checkpoints and optimiser steps in host
-	 * memory; until they go through the block-level functions, refuse other
-	 * devices here rather than read device pointers on the host. */
-	if (!rc && strcmp(df_ctx_device(m->ctx), "cpu") != 0)
-		rc = df_error_set(err, DF_ENOTSUP,
-		                  "device %s: the training and sampling stages run on the cpu backend only for now",
-		                  df_ctx_device(m->ctx));
 	if (!rc)
 		rc = open_components(m, p, err);
 	if (rc)
@@ -149,22 +143,74 @@ void dfr_model_close(dfr_model *m)
 		m->encoder->destroy(m->encoder_self);
 	if (m->dataset_self)
 		m->dataset->close(m->dataset_self);
-	free(m->ema);
+	if (m->ctx)
+		dfr_model_free(m, m->ema);
 	df_ctx_destroy(m->ctx);
 	memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parameter-sized memory on the model's device: the stages reach the
+ * block, the EMA set and their host copies only through these. */
+
+int dfr_model_host_memory(const dfr_model *m)
+{
+	return strcmp(df_ctx_device(m->ctx), "cpu") == 0;
+}
+
+float *dfr_model_alloc(dfr_model *m, int64_t n)
+{
+	const df_backend *be = &m->ctx->backend;
+	return be->alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float));
+}
+
+void dfr_model_free(dfr_model *m, float *device)
+{
+	if (device)
+		m->ctx->backend.free(&m->ctx->backend, device);
+}
+
+void dfr_model_to_host(dfr_model *m, float *host, const float *device, int64_t n)
+{
+	const df_backend *be = &m->ctx->backend;
+	be->to_host(be, host, device, (size_t)n * sizeof *host);
+}
+
+void dfr_model_to_device(dfr_model *m, float *device, const float *host, int64_t n)
+{
+	const df_backend *be = &m->ctx->backend;
+	be->to_device(be, device, host, (size_t)n * sizeof *host);
+}
+
+void dfr_model_scale(dfr_model *m, float *device, int64_t n, float scale)
+{
+	if (dfr_model_host_memory(m)) {
+		for (int64_t i = 0; i < n; i++)
+			device[i] *= scale;
+		return;
+	}
+	const df_backend *be = &m->ctx->backend;
+	be->affine_forward(be, device, device, scale, 0.0f, n);
 }
 
 int dfr_model_ensure_ema(dfr_model *m, df_error *err)
 {
 	if (m->ema)
 		return DF_OK;
-	m->ema = malloc((size_t)m->numel * sizeof *m->ema);
+	m->ema = dfr_model_alloc(m, m->numel);
 	if (!m->ema)
 		return df_error_set(err, DF_ENOMEM, "EMA set: out of memory");
 	/* The EMA set is laid out as the block (trainable tensors first), not
 	 * in registration order as df_params_read copies. */
-	memcpy(m->ema, df_params_block(m->params, DF_PARAMS_VALUES), (size_t)m->numel * sizeof *m->ema);
+	const df_backend *be = &m->ctx->backend;
+	be->copy(be, m->ema, df_params_block(m->params, DF_PARAMS_VALUES), (size_t)m->numel * sizeof *m->ema);
 	return DF_OK;
+}
+
+void dfr_model_ema_update(dfr_model *m, float decay)
+{
+	dfi_ema_update(&m->ctx->backend, m->ema, df_params_block(m->params, DF_PARAMS_VALUES),
+	               df_params_trainable_numel(m->params), decay);
 }
 
 int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err)
@@ -183,7 +229,8 @@ int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *
 		m->eval_params = m->backbone->params(m->eval_self);
 	}
 	*self = m->eval_self;
-	memcpy(df_params_block(m->eval_params, DF_PARAMS_VALUES), m->ema, (size_t)m->numel * sizeof *m->ema);
+	const df_backend *be = &m->ctx->backend;
+	be->copy(be, df_params_block(m->eval_params, DF_PARAMS_VALUES), m->ema, (size_t)m->numel * sizeof *m->ema);
 	return DF_OK;
 }
 

@@ -172,7 +172,7 @@ static void describe(const dfr_model *m, df_weight_set which, int64_t n, int64_t
 }
 
 int dfr_write_class_grid(dfr_model *m, df_weight_set which, const char *path, char *summary, size_t size,
-                         df_error *err)
+                         const df_stage_options *o, df_error *err)
 {
 	const df_sample_settings *s = sample_settings(m);
 	int64_t count = s ? s->count : 64;
@@ -192,6 +192,8 @@ int dfr_write_class_grid(dfr_model *m, df_weight_set which, const char *path, ch
 		rc = write_grid(m, path, images, count, cols, err);
 	if (!rc && summary)
 		describe(m, which, count, nfe, summary, size);
+	if (!rc)
+		dfr_tell_samples(o, m, which, path, count, nfe);
 	free(x);
 	free(images);
 	free(y);
@@ -401,6 +403,8 @@ int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_s
 			say(o, "%s: %s; batches shared by %d ranks", out, summary, df_dist_size());
 		else if (!rc)
 			say(o, "%s: %s", out, summary);
+		if (!rc)
+			dfr_tell_samples(o, &m, which, out, r.n, r.nfe);
 	}
 	free(r.x);
 	free(r.y);

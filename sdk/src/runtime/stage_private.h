@@ -37,12 +37,13 @@ typedef struct dfr_model {
 	/* objective and sampler (the sampler is optional for training) */
 	const df_objective_vtable *objective;
 	void *objective_self;
+	df_params *objective_params; /* the objective's own weights, once attached (training) */
 	const df_process *process;
 	const df_sampler_vtable *sampler;
 	void *sampler_self;
 	const char *sampler_name;
 	/* training state */
-	float *ema;         /* numel floats, NULL without an EMA set */
+	float *ema;         /* numel floats of backend memory, NULL without an EMA set */
 	int64_t numel;
 	int64_t step;       /* optimiser steps taken */
 	int64_t ema_step;   /* EMA updates taken */
@@ -56,6 +57,21 @@ int dfr_model_open(dfr_model *m, const df_pipeline *p, df_error *err);
 void dfr_model_close(dfr_model *m);
 /* Makes the EMA set (a copy of the weights) if the model has none. */
 int dfr_model_ensure_ema(dfr_model *m, df_error *err);
+/* One EMA update of the trainable part, on the model's device. */
+void dfr_model_ema_update(dfr_model *m, float decay);
+
+/* Parameter-sized memory on the model's device (cpu or cuda). The block,
+ * the EMA set and the gradients are backend memory: the stages read and
+ * write them only through these (or the df_params_* functions of
+ * optim.h). Host memory means the block itself is readable on the host
+ * (cpu), so no staging copy is needed. */
+int dfr_model_host_memory(const dfr_model *m);
+float *dfr_model_alloc(dfr_model *m, int64_t n); /* free with dfr_model_free */
+void dfr_model_free(dfr_model *m, float *device);
+void dfr_model_to_host(dfr_model *m, float *host, const float *device, int64_t n);
+void dfr_model_to_device(dfr_model *m, float *device, const float *host, int64_t n);
+/* device[0..n) *= scale. */
+void dfr_model_scale(dfr_model *m, float *device, int64_t n, float scale);
 /* The parameter block that generates with `which` (copies the EMA set into
  * the evaluation instance). */
 int dfr_model_weights(dfr_model *m, df_weight_set which, void **self, df_error *err);
@@ -79,7 +95,11 @@ void dfr_guidance_from_pipeline(const df_pipeline *p, df_guidance *g);
 int dfr_decode(dfr_model *m, df_graph *g, const float *x, int64_t n, float *images, df_error *err);
 /* A grid of EMA (or raw) samples, one row per class, into path. */
 int dfr_write_class_grid(dfr_model *m, df_weight_set which, const char *path, char *summary, size_t size,
-                         df_error *err);
+                         const df_stage_options *o, df_error *err);
+/* Tells o->output (when set) that samples or a checkpoint were written. */
+void dfr_tell_samples(const df_stage_options *o, const dfr_model *m, df_weight_set which, const char *path,
+                      int64_t count, int64_t nfe);
+void dfr_tell_checkpoint(const df_stage_options *o, const char *path, int64_t step);
 
 /* path = dir + "/" + name, into buf. */
 const char *dfr_join(char *buf, size_t size, const char *dir, const char *name);

@@ -119,16 +119,18 @@ static int call_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, i
 	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
 }
 
+/* The backbone without labels, for an objective learning its shapes. */
+static int probe_backbone(void *ctx, df_graph *g, df_tensor *x_t, df_tensor *t, int hidden_block, df_tensor **hidden,
+                          df_tensor **out, df_error *err)
+{
+	dfr_model *m = ctx;
+	df_backbone_input in = {sizeof in, x_t, t, NULL, NULL, hidden_block, hidden};
+	int rc = m->backbone->forward(m->backbone_self, g, &in, out, err);
+	return rc ? df_error_prefix(err, rc, "backbone") : DF_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* Checks. */
-
-static int non_finite(const float *v, int64_t n)
-{
-	for (int64_t i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			return 1;
-	return 0;
-}
 
 static int numeric_failure(trainer *tr, int64_t step, const char *what, df_error *err)
 {
@@ -141,20 +143,16 @@ static int numeric_failure(trainer *tr, int64_t step, const char *what, df_error
 	return df_error_set(err, DF_ENUMERIC, "step %" PRId64 ": %s; training stopped, %s", step + 1, what, last);
 }
 
-/* Names the first parameter whose gradient is not finite. */
+/* Names the first parameter whose gradient is not finite (found on the
+ * block's own device). */
 static int bad_gradient(trainer *tr, int64_t step, double norm, df_error *err)
 {
-	df_params *p = tr->m.params;
-	const float *grads = df_params_block(p, DF_PARAMS_GRADS);
 	char what[512];
-	snprintf(what, sizeof what, "gradient norm is %g", norm);
-	for (size_t i = 0; i < df_params_count(p); i++) {
-		const df_tensor *t = df_params_at(p, i);
-		if (!(t->flags & DF_TENSOR_FROZEN) && non_finite(grads + df_params_offset(p, i), t->numel)) {
-			snprintf(what, sizeof what, "the gradient of %s is not finite", t->name);
-			break;
-		}
-	}
+	df_error found;
+	if (df_params_check_finite(tr->m.params, DF_PARAMS_GRADS, &found) == DF_ENUMERIC)
+		snprintf(what, sizeof what, "%s (gradient norm %g)", found.msg, norm);
+	else
+		snprintf(what, sizeof what, "gradient norm is %g", norm);
 	return numeric_failure(tr, step, what, err);
 }
 
@@ -221,6 +219,10 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
 	df_tensor *x0 = images;
 	if ((rc = df_graph_status(g, err)))
 		return rc;
+	const df_encoder_noise_key *noise_key =
+		m->encoder && m->encoder->extension ? m->encoder->extension(m->encoder_self, DF_ENCODER_NOISE_KEY) : NULL;
+	if (noise_key && noise_key->struct_size >= sizeof *noise_key)
+		noise_key->key(m->encoder_self, (uint64_t)step, index, tr->micro);
 	if (m->encoder && (rc = m->encoder->encode(m->encoder_self, g, images, &x0, err)))
 		return df_error_prefix(err, rc, "encoder");
 	double t1 = dfr_now();
@@ -266,35 +268,77 @@ static int train_pass(trainer *tr, int64_t step, int64_t first, step_stats *s, d
  * the stop requests travel in one small reduction beside it. */
 static int reduce_gradients(trainer *tr, step_stats *s, df_error *err)
 {
-	df_params *p = tr->m.params;
-	size_t n = (size_t)df_params_trainable_numel(p);
-	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	dfr_model *m = &tr->m;
+	size_t n = (size_t)df_params_trainable_numel(m->params);
+	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
 	int64_t total = tr->passes * tr->ranks;
 	int rc;
 	if (tr->deterministic) {
+		/* On the host, whatever the device: the order is the point. */
 		size_t mine = (size_t)tr->passes * n;
 		if ((rc = df_dist_allgather_f32(tr->pass_grads + (size_t)tr->rank * mine, tr->pass_grads, mine, err)))
 			return rc;
-		memcpy(grads, tr->pass_grads, n * sizeof *grads);
+		float *sum = tr->pass_grads;
 		for (int64_t k = 1; k < total; k++) {
 			const float *g = tr->pass_grads + (size_t)k * n;
 			for (size_t i = 0; i < n; i++)
-				grads[i] += g[i];
+				sum[i] += g[i];
 		}
-	} else if ((rc = df_dist_allreduce_sum_f32(grads, n, err))) {
+		dfr_model_to_device(m, grads, sum, (int64_t)n);
+	} else if (dfr_model_host_memory(m)) {
+		if ((rc = df_dist_allreduce_sum_f32(grads, n, err)))
+			return rc;
+	} else if ((rc = df_dist_allreduce_sum_device_f32(grads, n, err))) {
 		return rc;
 	}
-	if (total > 1) {
-		float scale = 1.0f / (float)total;
-		for (size_t i = 0; i < n; i++)
-			grads[i] *= scale;
-	}
+	if (total > 1)
+		dfr_model_scale(m, grads, (int64_t)n, 1.0f / (float)total);
 	double small[2] = {s->loss, tr->o->stop && *tr->o->stop ? 1.0 : 0.0};
 	if ((rc = df_dist_allreduce_sum_f64(small, 2, err)))
 		return rc;
 	s->loss = small[0] / (double)total;
 	tr->stop_all = small[1] > 0;
 	return DF_OK;
+}
+
+/* The gradient norm of the backbone's and the objective's blocks as one
+ * vector, both clipped by one factor; the backbone's alone as before when
+ * the objective has no weights. */
+static int clip_gradients(dfr_model *m, double max_norm, double *norm, df_error *err)
+{
+	df_params *op = m->objective_params;
+	if (!op)
+		return df_params_clip_grad_norm(m->params, max_norm, norm, err);
+	double a = 0, b = 0;
+	int rc = df_params_clip_grad_norm(m->params, 0, &a, err);
+	if (!rc)
+		rc = df_params_clip_grad_norm(op, 0, &b, err);
+	if (rc)
+		return rc;
+	*norm = sqrt(a * a + b * b);
+	if (max_norm > 0.0 && isfinite(*norm) && *norm > max_norm) {
+		const float scale = (float)(max_norm / (*norm + 1e-6));
+		dfr_model_scale(m, df_params_block(m->params, DF_PARAMS_GRADS), df_params_trainable_numel(m->params), scale);
+		dfr_model_scale(m, df_params_block(op, DF_PARAMS_GRADS), df_params_trainable_numel(op), scale);
+	}
+	return DF_OK;
+}
+
+/* The objective's gradient: accumulated over the passes in its block,
+ * summed over the ranks, averaged like the backbone's (its weights live
+ * in host memory: attach_model refuses other devices). */
+static int reduce_objective_gradients(trainer *tr, df_error *err)
+{
+	df_params *p = tr->m.objective_params;
+	size_t n = p ? (size_t)df_params_trainable_numel(p) : 0;
+	if (n == 0)
+		return DF_OK;
+	float *grads = df_params_block(p, DF_PARAMS_GRADS);
+	int rc = df_dist_allreduce_sum_f32(grads, n, err);
+	int64_t total = tr->passes * tr->ranks;
+	if (!rc && total > 1)
+		dfr_model_scale(&tr->m, grads, (int64_t)n, 1.0f / (float)total);
+	return rc;
 }
 
 static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
@@ -305,9 +349,10 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	batch_indices(tr, step);
 	s->loss = s->t_data = s->t_forward = s->t_backward = 0;
 	df_params_zero_grad(m->params);
+	if (m->objective_params)
+		df_params_zero_grad(m->objective_params);
 	int64_t n = df_params_trainable_numel(m->params);
-	float *values = df_params_block(m->params, DF_PARAMS_VALUES);
-	float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
+	const float *grads = df_params_block(m->params, DF_PARAMS_GRADS);
 	for (int64_t j = 0; j < tr->passes; j++) {
 		int64_t pass = tr->rank * tr->passes + j;
 		if (tr->deterministic && j > 0)
@@ -315,14 +360,15 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 		if ((rc = train_pass(tr, step, pass * tr->micro, s, err)))
 			return rc;
 		if (tr->deterministic)
-			memcpy(tr->pass_grads + (size_t)(pass * n), grads, (size_t)n * sizeof *grads);
+			dfr_model_to_host(m, tr->pass_grads + (size_t)(pass * n), grads, n);
 	}
 	double t3 = dfr_now();
-	if ((rc = reduce_gradients(tr, s, err)))
+	if ((rc = reduce_gradients(tr, s, err)) || (rc = reduce_objective_gradients(tr, err)))
 		return rc;
 	s->t_reduce = dfr_now() - t3;
 	t3 += s->t_reduce;
-	s->grad_norm = df_clip_grad_norm(grads, (size_t)n, ts->grad_clip);
+	if ((rc = clip_gradients(m, ts->grad_clip, &s->grad_norm, err)))
+		return rc;
 	if (!isfinite(s->grad_norm))
 		return bad_gradient(tr, step, s->grad_norm, err);
 	df_lr_schedule schedule = {
@@ -336,12 +382,12 @@ static int train_step(trainer *tr, int64_t step, step_stats *s, df_error *err)
 	df_adamw_config adam = df_adamw_defaults();
 	adam.lr = s->lr;
 	adam.weight_decay = ts->weight_decay;
-	if (df_adamw_step(values, grads, df_params_block(m->params, DF_PARAMS_M), df_params_block(m->params, DF_PARAMS_V),
-	                  NULL, (size_t)n, &adam, step + 1) != 0)
-		return df_error_set(err, DF_EINVAL, "step %" PRId64 ": AdamW refused its settings", step + 1);
+	if ((rc = df_params_adamw_step(m->params, &adam, step + 1, err)) ||
+	    (m->objective_params && (rc = df_params_adamw_step(m->objective_params, &adam, step + 1, err))))
+		return df_error_prefix(err, rc, "step %" PRId64, step + 1);
 	m->have_opt = 1;
 	if (m->ema) {
-		df_ema_update(m->ema, values, (size_t)n, df_ema_decay_at((float)ts->ema, m->ema_step, ts->ema_warmup));
+		dfr_model_ema_update(m, df_ema_decay_at((float)ts->ema, m->ema_step, ts->ema_warmup));
 		m->ema_step++;
 	}
 	m->step = step + 1;
@@ -357,6 +403,8 @@ static int save(trainer *tr, df_error *err)
 	int rc = tr->rank == 0 ? dfr_checkpoint_save(&tr->m, tr->checkpoint, err) : DF_OK;
 	if (!rc)
 		tr->saved_step = tr->m.step;
+	if (!rc && tr->rank == 0)
+		dfr_tell_checkpoint(tr->o, tr->checkpoint, tr->m.step);
 	return rc;
 }
 
@@ -372,7 +420,7 @@ static int grid(trainer *tr, int final, df_error *err)
 	snprintf(name, sizeof name, "samples-%06" PRId64 ".png", tr->m.step);
 	dfr_join(path, sizeof path, tr->o->run_dir, final ? final_name : name);
 	int rc = dfr_write_class_grid(&tr->m, tr->m.ema ? DF_WEIGHTS_EMA : DF_WEIGHTS_RAW, path, summary, sizeof summary,
-	                              err);
+	                              tr->o, err);
 	if (!rc)
 		say(tr, "%s: %s", path, summary);
 	return rc;
@@ -432,6 +480,26 @@ static int fetch_encoded(void *ctx, const int64_t *indices, int64_t n, float *ou
 	return rc;
 }
 
+/* Lets an objective with weights of its own see the backbone and make
+ * them (before a resume reads them back). */
+static int attach_model(dfr_model *m, df_error *err)
+{
+	const df_objective_model_hook *hook =
+		m->objective->extension ? m->objective->extension(m->objective_self, DF_OBJECTIVE_MODEL_ACCESS) : NULL;
+	if (!hook || !m->objective->params)
+		return DF_OK;
+	if (!dfr_model_host_memory(m))
+		return df_error_set(err, DF_ENOTSUP, "objective: weights of its own (REPA's projector) train on the cpu "
+		                    "backend only for now");
+	df_model_call probe = {sizeof probe, probe_backbone, m};
+	df_shape3 image = {m->data.channels, m->data.height, m->data.width};
+	int rc = hook->attach(m->objective_self, &probe, image, m->shape.input, m->seed, err);
+	if (rc)
+		return df_error_prefix(err, rc, "objective");
+	m->objective_params = m->objective->params(m->objective_self);
+	return DF_OK;
+}
+
 /* Hands the training set to an objective that asks for it. */
 static int attach_dataset(trainer *tr, df_error *err)
 {
@@ -460,7 +528,7 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 	if ((rc = split_batch(tr, p, err)))
 		return rc;
 	tr->perm_epoch[0] = tr->perm_epoch[1] = -1;
-	if ((rc = dfr_model_open(m, p, err)))
+	if ((rc = dfr_model_open(m, p, err)) || (rc = attach_model(m, err)))
 		return rc;
 	if (m->data.count <= 0 || m->data.count > UINT32_MAX)
 		return df_error_set(err, DF_EINVAL, "dataset: %" PRId64 " items cannot be trained on", m->data.count);
@@ -472,7 +540,7 @@ static int setup(trainer *tr, const df_pipeline *p, df_error *err)
 			return rc;
 		tr->saved_step = m->step;
 		if (tr->ts->ema <= 0 && m->ema) {
-			free(m->ema);
+			dfr_model_free(m, m->ema);
 			m->ema = NULL;
 		}
 		say(tr, "resuming %s at step %" PRId64 " (EMA step %" PRId64 ")", tr->checkpoint, m->step, m->ema_step);

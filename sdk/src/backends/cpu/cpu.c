@@ -131,5 +131,6 @@ int dfi_backend_cpu_init(df_backend *be, int threads)
 	dfi_cpu_install_reduce(be);
 	/* Spatial families install here (one line each). */
 	dfi_cpu_install_spatial(be);
+	dfi_cpu_install_pool(be);
 	return 0;
 }

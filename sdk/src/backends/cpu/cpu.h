@@ -15,6 +15,7 @@ void dfi_cpu_install_shape(df_backend *be);
 void dfi_cpu_install_reduce(df_backend *be);
 /* Spatial families install here (one line each). */
 void dfi_cpu_install_spatial(df_backend *be); /* spatial.c: also pointwise math, losses */
+void dfi_cpu_install_pool(df_backend *be);    /* pool.c: relu, windowed pooling */
 
 /* Threads: OpenMP only. OpenBLAS is set to one thread at start-up and
  * every parallel sgemm is split by OpenMP into one single-threaded sgemm

@@ -1,7 +1,8 @@
 /* The CUDA backend: device, memory and the cuBLAS-backed slots (linear,
  * batched matmul, convolution through cuDNN with an im2col + GEMM fallback,
  * attention as batched GEMMs
- * around a row softmax). Pointwise, normalisation and reduction kernels
+ * around a row softmax, or cuDNN's fused attention under bf16 autocast
+ * when asked for: sdpa.cu). Pointwise, normalisation and reduction kernels
  * are in kernels.cu.
  *
  * Everything runs on one stream, so kernels and copies stay ordered and the
@@ -116,6 +117,9 @@ static void cuda_zero(const df_backend *be, void *p, size_t bytes)
 static int dfi_cuda_autocast_bf16;
 /* DIFFUSE_CUDA_TF32=1: float32 products may use TF32 tensor cores. */
 static int allow_tf32;
+/* DIFFUSE_CUDA_ATTENTION=fused: attention through cuDNN's fused SDPA under
+ * bf16 autocast (plain, the default: batched GEMMs around a softmax). */
+static int attention_mode_fused;
 
 int dfi_cuda_allow_tf32(void)
 {
@@ -438,11 +442,21 @@ static int64_t attention_chunk(const struct df_attn_shape *s)
 	return chunk < s->n ? chunk : s->n;
 }
 
+/* The fused path (sdpa.cu) serves bf16 autocast when asked for with
+ * DIFFUSE_CUDA_ATTENTION=fused; these plain kernels run otherwise and for
+ * every shape it declines. */
+static int attention_fused(void)
+{
+	return dfi_cuda_autocast_bf16 && attention_mode_fused;
+}
+
 static size_t cuda_attention_workspace(const df_backend *be, const struct df_attn_shape *s)
 {
 	const int64_t chunk = attention_chunk(s);
 	const size_t scores = (size_t)(chunk * s->heads * s->tq * s->tk);
-	return 2 * scores * sizeof(float) + 7 * (size_t)(chunk * s->heads) * sizeof(float *) + 256;
+	const size_t plain = 2 * scores * sizeof(float) + 7 * (size_t)(chunk * s->heads) * sizeof(float *) + 256;
+	const size_t fused = attention_fused() ? dfi_sdpa_workspace(s) : 0;
+	return plain > fused ? plain : fused;
 }
 
 /* ptrs[j h + hh] = base + j sample_stride + hh head_stride. */
@@ -505,6 +519,8 @@ static void chunk_pointers(struct attn_ptrs *p, const struct df_attn_shape *s, i
 static void cuda_attention_forward(const df_backend *be, const struct df_attn_shape *s, float *out, float *lse,
                                    const float *q, const float *k, const float *v, void *workspace)
 {
+	if (attention_fused() && dfi_sdpa_forward(s, out, lse, q, k, v, workspace))
+		return;
 	const int64_t chunk = attention_chunk(s), hd = s->head_dim;
 	float *S, *S2;
 	struct attn_ptrs p = attention_layout(s, workspace, chunk, &S, &S2);
@@ -525,6 +541,8 @@ static void cuda_attention_backward(const df_backend *be, const struct df_attn_s
                                     float *dv, const float *dout, const float *out, const float *lse,
                                     const float *q, const float *k, const float *v, void *workspace)
 {
+	if (attention_fused() && dfi_sdpa_backward(s, dq, dk, dv, dout, out, lse, q, k, v, workspace))
+		return;
 	const int64_t chunk = attention_chunk(s), hd = s->head_dim;
 	float *S, *S2;
 	struct attn_ptrs p = attention_layout(s, workspace, chunk, &S, &S2);
@@ -612,6 +630,7 @@ extern "C" int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len)
 	const char *autocast = getenv("DIFFUSE_CUDA_AUTOCAST"), *tf32 = getenv("DIFFUSE_CUDA_TF32");
 	dfi_cuda_autocast_bf16 = autocast && !strcmp(autocast, "bf16");
 	allow_tf32 = tf32 && !strcmp(tf32, "1");
+	attention_mode_fused = dfi_sdpa_requested();
 	cublasSetMathMode(dfi_cuda.blas, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	memset(be, 0, sizeof *be);
 	be->name = "cuda";
@@ -624,6 +643,7 @@ extern "C" int dfi_backend_cuda_init(df_backend *be, char *msg, size_t msg_len)
 	be->zero = cuda_zero;
 	dfi_cuda_install_blas(be);
 	dfi_cuda_install_kernels(be);
+	dfi_cuda_install_pool(be);
 	return 0;
 }
 
@@ -637,8 +657,10 @@ extern "C" void dfi_cuda_describe(char *buf, size_t n)
 		snprintf(buf, n, "cuda: device %d", dfi_cuda.device);
 		return;
 	}
-	snprintf(buf, n, "cuda: %s (sm_%d%d, %d SMs, %.0f GiB), CUDA runtime %d.%d, cuBLAS(Lt), cuDNN %zu, products %s",
+	snprintf(buf, n, "cuda: %s (sm_%d%d, %d SMs, %.0f GiB), CUDA runtime %d.%d, cuBLAS(Lt), cuDNN %zu, products %s, "
+	         "attention %s",
 	         prop.name, prop.major, prop.minor, prop.multiProcessorCount,
 	         (double)prop.totalGlobalMem / (1u << 30), rt / 1000, (rt % 1000) / 10, cudnnGetVersion(),
-	         dfi_cuda_autocast_bf16 ? "bf16 autocast" : allow_tf32 ? "tf32 allowed" : "float32");
+	         dfi_cuda_autocast_bf16 ? "bf16 autocast" : allow_tf32 ? "tf32 allowed" : "float32",
+	         attention_fused() ? "fused (cuDNN)" : "plain");
 }

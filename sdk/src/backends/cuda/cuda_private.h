@@ -61,8 +61,22 @@ int dfi_cudnn_conv_backward_filter(const struct df_conv2d_shape *s, float *dw, c
 int dfi_cudnn_conv_backward_data(const struct df_conv2d_shape *s, float *dx, const float *dout, const float *w,
                                  void *workspace, size_t workspace_bytes);
 
+/* Attention through cuDNN's fused SDPA (sdpa.cu), for bf16 autocast when
+ * DIFFUSE_CUDA_ATTENTION=fused: dfi_sdpa_requested says whether it was
+ * asked for; the workspace is 0 and the calls return 0 when the fused
+ * path declines a shape (the plain kernels then run). The backward
+ * accumulates, as every backward slot does. */
+int dfi_sdpa_requested(void);
+size_t dfi_sdpa_workspace(const struct df_attn_shape *s);
+int dfi_sdpa_forward(const struct df_attn_shape *s, float *out, float *lse, const float *q, const float *k,
+                     const float *v, void *workspace);
+int dfi_sdpa_backward(const struct df_attn_shape *s, float *dq, float *dk, float *dv, const float *dout,
+                      const float *out, const float *lse, const float *q, const float *k, const float *v,
+                      void *workspace);
+
 /* Each family fills its slots. */
 void dfi_cuda_install_blas(df_backend *be);
 void dfi_cuda_install_kernels(df_backend *be);
+void dfi_cuda_install_pool(df_backend *be); /* pool.cu: relu, windowed pooling */
 
 #endif
