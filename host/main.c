@@ -512,10 +512,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "diffuse: %s\n", dist_err.msg);
 		return EXIT_RUNTIME;
 	}
-	/* Only training is split across ranks; every other command runs on
-	 * rank 0 alone, so outputs are written once. */
+	/* Training, sampling and evaluation are split across ranks (rank 0
+	 * alone writes); every other command runs on rank 0 alone. */
+	static const char *const split[] = {"train", "run", "sample", "eval"};
+	int on_every_rank = 0;
+	for (size_t i = 0; argc >= 2 && i < sizeof split / sizeof split[0]; i++)
+		on_every_rank |= strcmp(argv[1], split[i]) == 0;
+	/* Rank 0 speaks for the job on stdout (news, tables, summaries); the
+	 * others would only repeat it. Their errors still reach stderr. */
+	if (df_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+		fprintf(stderr, "diffuse: rank %d: cannot send stdout to /dev/null\n", df_dist_rank());
 	int status = EXIT_OK;
-	if (df_dist_rank() == 0 || (argc >= 2 && (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "run") == 0)))
+	if (df_dist_rank() == 0 || on_every_rank)
 		status = run_command(argc, argv);
 	df_dist_finalize();
 	return status;

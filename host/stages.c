@@ -156,8 +156,8 @@ int host_run_stages(const pipeline_args *a, const df_pipeline *p, int train, int
 		sample = 0;
 		ran = 1;
 	}
-	/* Sampling is not split across ranks: rank 0 samples. */
-	if (status == DF_OK && sample && df_dist_rank() == 0 && df_pipeline_has_stage(p, "sample")) {
+	/* Every rank samples its share; rank 0 writes the grid. */
+	if (status == DF_OK && sample && df_pipeline_has_stage(p, "sample")) {
 		const df_pipeline_section *sec = df_pipeline_get(p, "sample");
 		const df_sample_settings *s = sec->values;
 		char out[4096];

@@ -4,12 +4,15 @@
 # deterministic reduction and within float tolerance in the mean one; a
 # checkpoint resumes under another number of ranks; a batch that does not
 # divide is refused; a killed rank ends the job in bounded time, naming
-# the rank, and the last checkpoint stays loadable.
+# the rank, and the last checkpoint stays loadable. Sampling and evaluation
+# split across the ranks give one process's samples and figures exactly.
 set -u
 grep -q '^#define DF_HAVE_MPI 1' "$DF_TOP_BUILDDIR/config.h" || { echo "SKIP: built without MPI"; exit 77; }
 command -v mpirun >/dev/null 2>&1 || { echo "SKIP: no mpirun"; exit 77; }
 diffuse="$DF_TOP_BUILDDIR/host/diffuse"
 export DIFFUSE_PLUGIN_PATH="$DF_TOP_BUILDDIR/tests/plugins/.libs/stage_fixture.so:$DIFFUSE_PLUGIN_PATH"
+# The shipped feature network of the metrics.
+export DIFFUSE_DATA_DIR="$DF_TOP_SRCDIR/data"
 # One thread per rank: the kernels then sum in the same order everywhere.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # Containers often forbid the cross-process memory copies of shared memory.
@@ -98,10 +101,53 @@ expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/switch" $det
 grep_in out "at step 10"
 same "$tmp/one" "$tmp/switch" "10 steps on two ranks and 10 on one differ from 20 on one"
 
-# Commands other than training run once, on rank 0.
-expect 0 $mpirun -np 2 "$diffuse" sample --checkpoint "$tmp/one/tiny/checkpoint.safetensors" --out "$tmp/grid.png"
-[ "$(grep -c "samples from" "$tmp/out")" -eq 1 ] || { fail "two ranks did not sample once:"; sed 's/^/  /' "$tmp/out"; }
+# Sampling: every rank samples its share of whole batches, rank 0 gathers
+# and writes once; the samples equal one process's bit for bit, also when
+# the 4 batches of 7 samples split unevenly over 3 ranks, or leave one of
+# 5 ranks without work.
+ckpt="$tmp/one/tiny/checkpoint.safetensors"
+small="--checkpoint $ckpt --count 7 -o sample.batch=2"
+expect 0 "$diffuse" sample $small --out "$tmp/s1.safetensors"
+for n in 2 3 5; do
+	expect 0 $mpirun -np $n "$diffuse" sample $small --out "$tmp/s$n.safetensors"
+	[ "$(grep -c "samples from" "$tmp/out")" -eq 1 ] || { fail "$n ranks did not write once:"; sed 's/^/  /' "$tmp/out"; }
+	grep_in out "batches shared by $n ranks"
+	cmp -s "$tmp/s1.safetensors" "$tmp/s$n.safetensors" || fail "$n ranks sampled other values than one process"
+done
+expect 0 "$diffuse" sample $small --out "$tmp/seed.safetensors" -o seed=8
+cmp -s "$tmp/s1.safetensors" "$tmp/seed.safetensors" && fail "another seed sampled the same values"
+expect 0 $mpirun -np 2 "$diffuse" sample --checkpoint "$ckpt" --out "$tmp/grid.png"
 [ -s "$tmp/grid.png" ] || fail "no grid from sampling under mpirun"
+
+# Evaluation: the ranks share the sampling, rank 0 streams every image
+# through the metrics in index order: the same figures as one process,
+# exactly, and one summary. (28x28 images: the default features need them.)
+
+# eval_run NAME COMMAND...: evaluates a copy of the checkpoint in $tmp/NAME;
+# the summary, with that folder named DIR, goes to $tmp/NAME.json.
+eval_run() {
+	name=$1
+	shift
+	mkdir -p "$tmp/$name"
+	cp "$tmp/e/tiny/checkpoint.safetensors" "$tmp/$name/"
+	expect 0 "$@" eval "$tmp/tiny.cfg" -o dataset.size=28 -o sample.batch=3 --count 10 --json \
+		--checkpoint "$tmp/$name/checkpoint.safetensors"
+	sed "s|$tmp/$name|DIR|g" "$tmp/out" >"$tmp/$name.json"
+}
+expect 0 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/e" -o dataset.size=28 -o train.steps=2
+eval_run e1 "$diffuse"
+eval_run e2 $mpirun -np 2 "$diffuse"
+grep -q '"fd":' "$tmp/e1.json" || { fail "no fd in the summary:"; sed 's/^/  /' "$tmp/e1.json"; }
+[ "$(wc -l <"$tmp/e2.json")" -eq 1 ] || fail "two ranks printed more than one summary"
+cmp -s "$tmp/e1.json" "$tmp/e2.json" || { fail "two ranks evaluated other figures:"; cat "$tmp/e1.json" "$tmp/e2.json"; }
+cmp -s "$tmp/e1/eval-samples.safetensors" "$tmp/e2/eval-samples.safetensors" || fail "eval: two ranks sampled other values"
+# Failures end the job with status 1 and leave no rank waiting: rank 0
+# alone failing to write, and every rank failing to load.
+expect 1 $mpirun -np 2 "$diffuse" sample $small --out "$tmp/missing/s.safetensors"
+grep_in err "rank 0 of 2 failed"
+expect 1 $mpirun -np 2 "$diffuse" eval "$tmp/tiny.cfg" -o dataset.size=28 --count 10 \
+	--checkpoint "$tmp/missing/checkpoint.safetensors"
+grep_in err "cannot open"
 
 # A global batch the ranks cannot share.
 expect 1 $mpirun -np 2 "$diffuse" train "$tmp/tiny.cfg" --runs-dir "$tmp/odd" -o train.batch=15

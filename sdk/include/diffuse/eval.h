@@ -50,7 +50,10 @@ typedef struct df_eval_result {
 } df_eval_result;
 
 /* Evaluates p's checkpoint into res, and appends {"eval": ...} to
- * options->run_dir/log.jsonl. reg must hold the metric components. */
+ * options->run_dir/log.jsonl. reg must hold the metric components. In an
+ * MPI job (dist.h) every rank calls it: the ranks share the sampling
+ * (df_sample_run), rank 0 runs the metrics and writes, and every rank
+ * returns the same res, equal to one process's. */
 /* Optional interface of a metric, reached through its extension slot
  * under this name: the statistics of its real images saved and loaded, so
  * repeated evaluations in one run folder reuse them (the fd metric has

@@ -323,7 +323,10 @@ typedef struct df_sample_request {
 } df_sample_request;
 
 /* Generates samples. With neither checkpoint nor weights, the run folder's
- * checkpoint (options->run_dir) is used. */
+ * checkpoint (options->run_dir) is used. In an MPI job (dist.h) every rank
+ * calls it: each samples a share of whole `sample.batch` batches, rank 0
+ * gathers them and alone writes `out` and reports how writing went; the
+ * samples equal one process's bit for bit. */
 int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_stage_options *options,
                   df_error *err);
 

@@ -1,6 +1,8 @@
 /* The process group of a data-parallel run: MPI when built with it and
  * launched by mpirun, otherwise one process whose collectives are copies. */
 #include "config.h"
+#include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +171,94 @@ int df_dist_allgather_f32(const float *mine, float *all, size_t n, df_error *err
 	if (all != mine)
 		memmove(all, mine, n * sizeof *all);
 	return DF_OK;
+}
+
+int df_dist_gather_rows_f32(const float *mine, int64_t rows, size_t row_len, float *all, df_error *err)
+{
+#ifdef DF_HAVE_MPI
+	if (dist_joined && dist_size > 1) {
+		if (rows < 0 || rows > INT_MAX || row_len > INT_MAX)
+			return df_error_set(err, DF_EINVAL, "gather: %" PRId64 " rows of %zu floats is too many", rows,
+			                    row_len);
+		/* Rank 0 learns every count first; rows travel as one datatype
+		 * so counts and offsets stay within an int. */
+		int count = (int)rows, *counts = NULL, *offsets = NULL;
+		if (dist_rank == 0) {
+			counts = malloc((size_t)dist_size * sizeof *counts);
+			offsets = malloc((size_t)dist_size * sizeof *offsets);
+			if (!counts || !offsets) {
+				free(counts);
+				free(offsets);
+				return df_error_set(err, DF_ENOMEM, "gather: out of memory");
+			}
+		}
+		int rc = MPI_Gather(&count, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+		int64_t total = 0;
+		for (int r = 0; dist_rank == 0 && r < dist_size; r++) {
+			offsets[r] = (int)total;
+			total += counts[r];
+		}
+		if (rc == MPI_SUCCESS && total > INT_MAX)
+			rc = MPI_ERR_COUNT;
+		MPI_Datatype row;
+		if (rc == MPI_SUCCESS && (rc = MPI_Type_contiguous((int)row_len, MPI_FLOAT, &row)) == MPI_SUCCESS) {
+			MPI_Type_commit(&row);
+			const void *send = dist_rank == 0 && mine == all ? MPI_IN_PLACE : mine;
+			rc = MPI_Gatherv(send, count, row, all, counts, offsets, row, 0, MPI_COMM_WORLD);
+			MPI_Type_free(&row);
+		}
+		free(counts);
+		free(offsets);
+		return rc == MPI_SUCCESS ? DF_OK : mpi_failed(rc, "MPI_Gatherv", err);
+	}
+#else
+	(void)err;
+#endif
+	if (all != mine && rows > 0)
+		memmove(all, mine, (size_t)rows * row_len * sizeof *all);
+	return DF_OK;
+}
+
+int df_dist_allreduce_max_i64(int64_t *v, size_t n, df_error *err)
+{
+#ifdef DF_HAVE_MPI
+	if (dist_joined && dist_size > 1) {
+		if (n > INT_MAX)
+			return df_error_set(err, DF_EINVAL, "allreduce: %zu values is too many", n);
+		int rc = MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+		return rc == MPI_SUCCESS ? DF_OK : mpi_failed(rc, "MPI_Allreduce", err);
+	}
+#endif
+	(void)v;
+	(void)n;
+	(void)err;
+	return DF_OK;
+}
+
+void df_dist_share(int64_t total, int64_t *first, int64_t *count)
+{
+	if (total < 0)
+		total = 0;
+	int64_t base = total / dist_size, extra = total % dist_size;
+	*first = dist_rank * base + (dist_rank < extra ? dist_rank : extra);
+	*count = base + (dist_rank < extra ? 1 : 0);
+}
+
+int df_dist_agree(int rc, df_error *err)
+{
+#ifdef DF_HAVE_MPI
+	if (dist_joined && dist_size > 1) {
+		/* The lowest failing rank, or size when none failed. */
+		int first = rc ? dist_rank : dist_size;
+		int mpi = MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+		if (mpi != MPI_SUCCESS)
+			return rc ? rc : mpi_failed(mpi, "MPI_Allreduce", err);
+		if (!rc && first < dist_size)
+			return df_error_set(err, DF_EIO, "rank %d: rank %d of %d failed", dist_rank, first, dist_size);
+	}
+#endif
+	(void)err;
+	return rc;
 }
 
 int df_dist_broadcast(void *v, size_t n, int root, df_error *err)

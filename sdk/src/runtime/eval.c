@@ -42,7 +42,7 @@ typedef struct evaluator {
 static void say(const evaluator *ev, const char *fmt, ...) DF_PRINTF(2, 3);
 static void say(const evaluator *ev, const char *fmt, ...)
 {
-	if (!ev->o || !ev->o->message)
+	if (!ev->o || !ev->o->message || df_dist_rank() != 0)
 		return;
 	char line[1024];
 	va_list ap;
@@ -316,7 +316,8 @@ static int generate(evaluator *ev, const df_eval_request *req, int64_t count, df
 		.out = res->samples,
 	};
 	int rc = df_sample_run(ev->p, &sr, ev->o, err);
-	if (rc)
+	/* Every rank sampled its share; rank 0 holds them all. */
+	if (rc || df_dist_rank() != 0)
 		return rc;
 	df_safetensors *st = NULL;
 	if (df_safetensors_open(&st, res->samples, err) == 0) {
@@ -423,6 +424,10 @@ static void save_cached(evaluator *ev, metric_slot *const *slots, int n_slots, i
 	}
 }
 
+/* Under mpirun (dist.h) the ranks share the sampling, which is most of
+ * the work; rank 0 then streams every image through the metrics, in index
+ * order as one process does, so the figures equal one process's exactly,
+ * and hands them to the other ranks. */
 int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *req, const df_stage_options *o,
                 df_eval_result *res, df_error *err)
 {
@@ -430,7 +435,7 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 	evaluator ev = {.reg = reg, .p = p, .o = o};
 	const df_pipeline_settings *top = df_pipeline_top(p);
 	int64_t count = req->count > 0 ? req->count : 10000;
-	int reference = !req->no_reference;
+	int reference = !req->no_reference, root = df_dist_rank() == 0;
 	int rc = df_ctx_create(&ev.ctx, top->device, (int)top->threads, err);
 	/* the image shape, from the dataset as the pipeline configures it */
 	const df_dataset_vtable *vt;
@@ -442,8 +447,10 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 		ev.image = (df_shape3){info.channels, info.height, info.width};
 		ev.plane = (int64_t)info.channels * info.height * info.width;
 	}
-	if (!rc)
+	if (!rc && root)
 		rc = open_metrics(&ev, req->metrics ? req->metrics : DF_EVAL_DEFAULT_METRICS, reference, err);
+	/* A rank that failed would never reach the sampling's collectives. */
+	rc = df_dist_agree(rc, err);
 	if (!rc) {
 		say(&ev, "eval: generating %" PRId64 " samples", count);
 		rc = generate(&ev, req, count, res, err);
@@ -455,7 +462,7 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 			rc = metric_feed(&ev.metrics[m], 0, ev.generated + start * ev.plane,
 			                 ev.labels ? ev.labels + start : NULL, b, err);
 		}
-	if (!rc) {
+	if (!rc && root) {
 		metric_slot *slots[18] = {0};
 		int n = 0;
 		for (int m = 0; m < ev.n_metrics; m++)
@@ -481,7 +488,7 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 				save_cached(&ev, slots, n, n_real);
 		}
 	}
-	if (!rc && reference) {
+	if (!rc && root && reference) {
 		say(&ev, "eval: floor and ceiling (training images, noise)");
 		metric_slot *floor_slot = &ev.floor;
 		int64_t streamed = 0;
@@ -506,8 +513,12 @@ int df_eval_run(df_registry *reg, const df_pipeline *p, const df_eval_request *r
 	}
 	for (int m = 0; m < ev.n_metrics && !rc; m++)
 		rc = collect(&ev.metrics[m], res, err);
-	if (!rc)
+	if (!rc && root)
 		append_log(&ev, req, res);
+	/* Every rank returns rank 0's figures. */
+	rc = df_dist_agree(rc, err);
+	if (!rc)
+		rc = df_dist_broadcast(res, sizeof *res, 0, err);
 	for (int m = 0; m < ev.n_metrics; m++)
 		metric_close(&ev.metrics[m]);
 	metric_close(&ev.floor);

@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "diffuse/dist.h"
 #include "stage_private.h"
 
 static void say(const df_stage_options *o, const char *fmt, ...) DF_PRINTF(2, 3);
 static void say(const df_stage_options *o, const char *fmt, ...)
 {
-	if (!o || !o->message)
+	if (!o || !o->message || df_dist_rank() != 0)
 		return;
 	char line[1024];
 	va_list ap;
@@ -73,10 +74,12 @@ static const df_sample_settings *sample_settings(const dfr_model *m)
 	return sec ? sec->values : NULL;
 }
 
-/* Samples items [0, n) in batches: x (n, latent) receives model-space
- * samples; y (n) the labels used (taken as given when from_file). */
-static int sample_items(dfr_model *m, df_weight_set which, float *x, int32_t *y, int64_t n, int from_file,
-                        int64_t cols, int64_t *nfe, df_error *err)
+/* Samples items [first, first + n) in batches: x (n, latent) receives
+ * their model-space samples, y (n) their labels (taken as given when
+ * from_file). An item depends on its global index, not on where it is
+ * stored, so the ranks can each sample a share. */
+static int sample_items(dfr_model *m, df_weight_set which, float *x, int32_t *y, int64_t first, int64_t n,
+                        int from_file, int64_t cols, int64_t *nfe, df_error *err)
 {
 	const df_sample_settings *s = sample_settings(m);
 	int64_t batch = s ? s->batch : 64, dim = latent_dim(m);
@@ -86,17 +89,18 @@ static int sample_items(dfr_model *m, df_weight_set which, float *x, int32_t *y,
 	if (!index || !g)
 		rc = df_error_set(err, DF_ENOMEM, "sampling: out of memory");
 	*nfe = 0;
-	for (int64_t start = 0; start < n && !rc; start += batch) {
-		int64_t b = n - start < batch ? n - start : batch;
+	for (int64_t start = first; start < first + n && !rc; start += batch) {
+		int64_t b = first + n - start < batch ? first + n - start : batch;
+		int64_t at = start - first; /* where the batch is stored */
 		for (int64_t i = 0; i < b; i++) {
 			index[i] = start + i;
 			if (!from_file) {
-				initial_noise(m, start + i, x + (start + i) * dim);
-				y[start + i] = grid_label(m, s, start + i, cols);
+				initial_noise(m, start + i, x + (at + i) * dim);
+				y[at + i] = grid_label(m, s, start + i, cols);
 			}
 		}
 		int64_t batch_nfe = 0;
-		rc = dfr_sample_batch(m, which, g, x + start * dim, m->data.num_classes > 0 ? y + start : NULL, index, b,
+		rc = dfr_sample_batch(m, which, g, x + at * dim, m->data.num_classes > 0 ? y + at : NULL, index, b,
 		                      &batch_nfe, err);
 		if (batch_nfe > *nfe)
 			*nfe = batch_nfe;
@@ -181,7 +185,7 @@ int dfr_write_class_grid(dfr_model *m, df_weight_set which, const char *path, ch
 	int64_t nfe = 0;
 	int rc = x && images && y ? DF_OK : df_error_set(err, DF_ENOMEM, "grid: out of memory");
 	if (!rc)
-		rc = sample_items(m, which, x, y, count, 0, cols, &nfe, err);
+		rc = sample_items(m, which, x, y, 0, count, 0, cols, &nfe, err);
 	if (!rc)
 		rc = decode_all(m, x, count, images, err);
 	if (!rc)
@@ -303,61 +307,109 @@ static int load_for_sampling(dfr_model *m, const df_sample_request *req, const d
 	return DF_OK;
 }
 
+/* What a sampling run gathers on rank 0 (dist.h): the latents, or the
+ * images decoded from them. Rank 0's buffers hold every item, another
+ * rank's only its share (x every item when read from a noise file);
+ * x_mine points at the share. Rank 0's share comes first. */
+typedef struct sampled {
+	float *x, *x_mine, *images;
+	int32_t *y;
+	int64_t n, first, mine, nfe, cols;
+} sampled;
+
+/* This rank's share of the request: noise, samples and, when the output
+ * is a picture, decoded images. */
+static int sample_share(dfr_model *m, const df_sample_request *req, df_weight_set which, int decode, sampled *r,
+                        df_error *err)
+{
+	const df_sample_settings *s = sample_settings(m);
+	int64_t dim = latent_dim(m), batch = s ? s->batch : 64;
+	if (req->noise) {
+		int rc = read_noise(m, req->noise, &r->x, &r->y, &r->n, err);
+		if (rc)
+			return rc;
+		r->cols = grid_columns(m, r->n);
+	}
+	/* The ranks share whole batches of the one-process run: the kernels
+	 * may round an item differently in a batch of another size. */
+	int64_t first_batch, batches;
+	df_dist_share((r->n + batch - 1) / batch, &first_batch, &batches);
+	int64_t end = (first_batch + batches) * batch < r->n ? (first_batch + batches) * batch : r->n;
+	r->first = first_batch * batch < r->n ? first_batch * batch : r->n;
+	r->mine = end - r->first;
+	int64_t held = df_dist_rank() == 0 ? r->n : r->mine; /* items in this rank's buffers */
+	if (!req->noise) {
+		r->x = malloc((size_t)((held + 1) * dim) * sizeof *r->x);
+		r->y = calloc((size_t)r->n + 1, sizeof *r->y);
+		if (!r->x || !r->y)
+			return df_error_set(err, DF_ENOMEM, "sampling: out of memory");
+		/* Rank 0 writes every item's label, not only its share's. */
+		for (int64_t i = 0; i < r->n; i++)
+			r->y[i] = grid_label(m, s, i, r->cols);
+	}
+	r->x_mine = req->noise ? r->x + r->first * dim : r->x;
+	int rc = sample_items(m, which, r->x_mine, r->y + r->first, r->first, r->mine, req->noise != NULL, r->cols,
+	                      &r->nfe, err);
+	if (rc || !decode)
+		return rc;
+	r->images = malloc((size_t)((held + 1) * image_dim(m)) * sizeof *r->images);
+	if (!r->images)
+		return df_error_set(err, DF_ENOMEM, "sampling: out of memory");
+	return decode_all(m, r->x_mine, r->mine, r->images, err);
+}
+
+/* Under mpirun every rank samples its share of the items and rank 0
+ * gathers them, in index order, and alone writes (and reports how the
+ * writing went); a rank that fails before the gather makes every rank
+ * fail, so none is left waiting. */
 int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_stage_options *o, df_error *err)
 {
 	if (!req || req->struct_size < sizeof *req || (o && o->struct_size < sizeof *o))
 		return df_error_set(err, DF_EINVAL, "df_sample_run: a struct_size is too small");
 	dfr_model m;
-	int rc = dfr_model_open(&m, p, err);
-	if (rc)
-		return rc;
-	float *x = NULL, *images = NULL;
-	int32_t *y = NULL;
+	sampled r = {0};
 	df_weight_set which = DF_WEIGHTS_RAW;
-	const df_sample_settings *s = sample_settings(&m);
-	int64_t n = req->count > 0 ? req->count : (s ? s->count : 64), nfe = 0, cols = grid_columns(&m, n);
-	char summary[512] = "";
-	const char *out = req->out;
-	if (!out || !*out)
-		out = "samples.png";
-	if ((rc = load_for_sampling(&m, req, o, &which, err)))
-		goto done;
-	if (req->noise) {
-		if ((rc = read_noise(&m, req->noise, &x, &y, &n, err)))
-			goto done;
-		cols = grid_columns(&m, n);
-	} else {
-		x = malloc((size_t)(n * latent_dim(&m)) * sizeof *x);
-		y = calloc((size_t)n + 1, sizeof *y);
-		if (!x || !y) {
-			rc = df_error_set(err, DF_ENOMEM, "sampling: out of memory");
-			goto done;
-		}
-	}
-	if ((rc = sample_items(&m, which, x, y, n, req->noise != NULL, cols, &nfe, err)))
-		goto done;
-	describe(&m, which, n, nfe, summary, sizeof summary);
-	if (ends_with(out, ".safetensors")) {
-		rc = write_samples(&m, out, x, y, n, summary, err);
-	} else {
-		images = malloc((size_t)(n * image_dim(&m)) * sizeof *images);
-		if (!images) {
-			rc = df_error_set(err, DF_ENOMEM, "sampling: out of memory");
-			goto done;
-		}
-		rc = decode_all(&m, x, n, images, err);
-		if (!rc)
-			rc = ends_with(out, ".png") ? write_grid(&m, out, images, n, req->noise ? 0 : cols, err)
-			                            : write_folder(&m, out, images, n, err);
-	}
+	const char *out = req->out && *req->out ? req->out : "samples.png";
+	int tensors = ends_with(out, ".safetensors");
+	int opened = 0, rc = dfr_model_open(&m, p, err);
 	if (!rc) {
-		say(o, "%s: %s", out, summary);
-		dfr_tell_samples(o, &m, which, out, n, nfe);
+		opened = 1;
+		const df_sample_settings *s = sample_settings(&m);
+		r.n = req->count > 0 ? req->count : (s ? s->count : 64);
+		r.cols = grid_columns(&m, r.n);
+		rc = load_for_sampling(&m, req, o, &which, err);
 	}
-done:
-	free(x);
-	free(y);
-	free(images);
-	dfr_model_close(&m);
+	if (!rc)
+		rc = sample_share(&m, req, which, !tensors, &r, err);
+	/* A rank that failed would never reach the gather. */
+	rc = df_dist_agree(rc, err);
+	if (!rc)
+		rc = df_dist_allreduce_max_i64(&r.nfe, 1, err);
+	if (!rc) {
+		int64_t row = tensors ? latent_dim(&m) : image_dim(&m);
+		float *all = tensors ? r.x : r.images, *mine = tensors ? r.x_mine : r.images;
+		rc = df_dist_gather_rows_f32(mine, r.mine, (size_t)row, all, err);
+	}
+	if (!rc && df_dist_rank() == 0) {
+		char summary[512];
+		describe(&m, which, r.n, r.nfe, summary, sizeof summary);
+		if (tensors)
+			rc = write_samples(&m, out, r.x, r.y, r.n, summary, err);
+		else if (ends_with(out, ".png"))
+			rc = write_grid(&m, out, r.images, r.n, req->noise ? 0 : r.cols, err);
+		else
+			rc = write_folder(&m, out, r.images, r.n, err);
+		if (!rc && df_dist_size() > 1)
+			say(o, "%s: %s; batches shared by %d ranks", out, summary, df_dist_size());
+		else if (!rc)
+			say(o, "%s: %s", out, summary);
+		if (!rc)
+			dfr_tell_samples(o, &m, which, out, r.n, r.nfe);
+	}
+	free(r.x);
+	free(r.y);
+	free(r.images);
+	if (opened)
+		dfr_model_close(&m);
 	return rc;
 }
