@@ -406,6 +406,9 @@ int df_sample_run(const df_pipeline *p, const df_sample_request *req, const df_s
 		if (!rc)
 			dfr_tell_samples(o, &m, which, out, r.n, r.nfe);
 	}
+	/* Rank 0's writing decides for all: a rank that finished while rank 0
+	 * failed would sit in MPI_Finalize, where the abort can hang. */
+	rc = df_dist_agree(rc, err);
 	free(r.x);
 	free(r.y);
 	free(r.images);
