@@ -649,6 +649,8 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 			rc = grid(&tr, 0, err);
 	}
 	int interrupted = !rc && tr.m.step < ts->steps;
+	/* Ranks that left the loop without error are in step with each other. */
+	int in_step = !rc;
 	if (!rc && (done > 0 || tr.saved_step < 0)) {
 		rc = save(&tr, err);
 		if (!rc)
@@ -657,6 +659,10 @@ int df_train_run(const df_pipeline *p, const df_stage_options *o, df_error *err)
 	}
 	if (!rc && !interrupted)
 		rc = grid(&tr, 1, err);
+	/* Rank 0's last checkpoint and grid decide for all: a rank that went
+	 * on to MPI_Finalize while rank 0 failed could hang its abort. */
+	if (in_step)
+		rc = df_dist_agree(rc, err);
 	if (!rc && ((o->stop && *o->stop) || tr.stop_all) && interrupted)
 		rc = df_error_set(err, DF_EINTR, "interrupted at step %" PRId64 "; %s saved, run again to resume",
 		                  tr.m.step, tr.checkpoint);
