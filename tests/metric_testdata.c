@@ -108,3 +108,21 @@ double test_metric_value(test_metric *m, const char *name)
 	fail_msg("the result has no value called %s", name);
 	return NAN;
 }
+
+double test_metric_on_test_split(const char *metric, const char *name, int64_t n)
+{
+	int32_t *labels;
+	float *images = fmnist_test_images(n, &labels);
+	if (!images)
+		skip();
+	test_metric m;
+	df_error err;
+	if (test_metric_create(&m, metric, (df_shape3){1, 28, 28}, &err, "weights", fmnist_net_weights(), NULL))
+		fail_msg("%s", err.msg);
+	test_metric_feed(&m, 1, images, labels, n);
+	double value = test_metric_value(&m, name);
+	test_metric_destroy(&m);
+	free(images);
+	free(labels);
+	return value;
+}

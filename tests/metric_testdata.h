@@ -46,4 +46,8 @@ void test_metric_destroy(test_metric *m);
 void test_metric_feed(test_metric *m, int real, const float *images, const int32_t *labels, int64_t n);
 /* The value called `name` of the metric's result. */
 double test_metric_value(test_metric *m, const char *name);
+/* The figure `name` of metric `metric` (with the shipped fmnist-net
+ * weights) over the first n test images as real ones; skips the test when
+ * the Fashion-MNIST files are not installed. */
+double test_metric_on_test_split(const char *metric, const char *name, int64_t n);
 #endif

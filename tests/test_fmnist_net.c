@@ -22,21 +22,9 @@ enum { N = 10000 };
 static void shipped_weights_reach_92_percent_on_the_test_set(void **state)
 {
 	(void)state;
-	int32_t *labels;
-	float *images = fmnist_test_images(N, &labels);
-	if (!images)
-		skip();
-	test_metric m;
-	df_error err;
-	if (test_metric_create(&m, "class-acc", (df_shape3){1, 28, 28}, &err, "weights", fmnist_net_weights(), NULL))
-		fail_msg("%s", err.msg);
-	test_metric_feed(&m, 1, images, labels, N);
-	double acc = test_metric_value(&m, "class_acc_real");
+	double acc = test_metric_on_test_split("class-acc", "class_acc_real", N);
 	print_message("fmnist-net test accuracy: %.4f\n", acc);
 	assert_true(acc >= 0.92);
-	test_metric_destroy(&m);
-	free(images);
-	free(labels);
 }
 
 /* A label the classifier cannot have is refused, and so are generated

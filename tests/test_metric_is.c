@@ -41,21 +41,9 @@ static void one_repeated_image_scores_one(void **state)
 static void the_test_split_scores_high(void **state)
 {
 	(void)state;
-	int32_t *labels;
-	float *images = fmnist_test_images(N, &labels);
-	if (!images)
-		skip();
-	test_metric m;
-	df_error err;
-	if (test_metric_create(&m, "is", (df_shape3){1, 28, 28}, &err, "weights", fmnist_net_weights(), NULL))
-		fail_msg("%s", err.msg);
-	test_metric_feed(&m, 1, images, labels, N);
-	double score = test_metric_value(&m, "is_real");
+	double score = test_metric_on_test_split("is", "is_real", N);
 	print_message("IS of %d test images: %.3f\n", N, score);
 	assert_true(score > 6.0 && score <= 10.0);
-	test_metric_destroy(&m);
-	free(images);
-	free(labels);
 }
 
 int main(void)
