@@ -294,7 +294,7 @@ static int dino_resample_pos(dino_encoder *e, const float *src, float *dst, df_e
 	for (int c = 0; c < D; c++)
 		for (int k = 0; k < g * g; k++)
 			planes[(size_t)c * g * g + k] = src[(size_t)(1 + k) * D + c];
-	repa_resize_bilinear(planes, D, g, g, out, s, s);
+	grid_resize_bilinear(planes, D, g, g, out, s, s);
 	memcpy(dst, src, (size_t)D * sizeof *dst);
 	for (int c = 0; c < D; c++)
 		for (int k = 0; k < s * s; k++)
@@ -405,7 +405,7 @@ static df_tensor *dino_input(dino_encoder *e, df_graph *g, df_tensor *images, df
 				dst[k] = e->normalize ? (v - mean[c]) / std[c] : v;
 			}
 		}
-	repa_resize_bilinear(rgb, n * 3, (int)H, (int)W, out, (int)S, (int)S);
+	grid_resize_bilinear(rgb, n * 3, (int)H, (int)W, out, (int)S, (int)S);
 	return df_tensor_from_host(g, out, DF_SHAPE(n, 3, S, S));
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "diffuse/io.h"
+#include "grid_resize.h"
 #include "inception.h"
 
 /* BatchNorm's eps in every BasicConv2d of the network. */
@@ -453,48 +454,12 @@ int dff_inception_forward(dff_inception *net, df_graph *g, df_tensor *x, df_tens
 
 /* ---- input -------------------------------------------------------------- */
 
-/* Source taps of PyTorch's bilinear resize along one axis (align_corners
- * off): out index i reads in[lo] and in[lo + step] mixed by frac. */
-struct resize_tap {
-	int lo, step;
-	double frac;
-};
-
-static void resize_taps(int in, int out, struct resize_tap *taps)
-{
-	const double scale = (double)in / out;
-	for (int i = 0; i < out; i++) {
-		double src = scale * (i + 0.5) - 0.5;
-		if (src < 0)
-			src = 0;
-		int lo = (int)src;
-		if (lo > in - 1)
-			lo = in - 1;
-		taps[i].lo = lo;
-		taps[i].step = lo < in - 1 ? 1 : 0;
-		taps[i].frac = src - lo;
-	}
-}
-
 void dff_inception_resize(const float *src, int channels, int h, int w, float *dst)
 {
 	enum { S = DFF_INCEPTION_SIZE };
-	struct resize_tap rows[S], cols[S];
-	resize_taps(h, S, rows);
-	resize_taps(w, S, cols);
-	for (int c = 0; c < 3; c++) {
-		const float *plane = src + (size_t)(channels == 1 ? 0 : c) * h * w;
-		float *out = dst + (size_t)c * S * S;
-		for (int i = 0; i < S; i++) {
-			const float *top = plane + (size_t)rows[i].lo * w, *bottom = top + (size_t)rows[i].step * w;
-			const double fy = rows[i].frac;
-			for (int j = 0; j < S; j++) {
-				const int a = cols[j].lo, b = a + cols[j].step;
-				const double fx = cols[j].frac;
-				const double upper = top[a] + fx * (top[b] - top[a]);
-				const double lower = bottom[a] + fx * (bottom[b] - bottom[a]);
-				out[i * S + j] = (float)(upper + fy * (lower - upper));
-			}
-		}
-	}
+	grid_resize_bilinear(src, channels, h, w, dst, S, S);
+	/* one channel is repeated to three, as the port's grayscale input */
+	if (channels == 1)
+		for (int c = 1; c < 3; c++)
+			memcpy(dst + (size_t)c * S * S, dst, (size_t)S * S * sizeof *dst);
 }

@@ -339,7 +339,7 @@ static int target_features(repa_objective *o, df_graph *g, df_tensor *images, df
 		rc = df_tensor_read(f, feat, err);
 	if (rc)
 		return rc;
-	repa_resize_bilinear(feat, n * D, (int)fh, (int)fw, grid, o->tokens_h, o->tokens_w);
+	grid_resize_bilinear(feat, n * D, (int)fh, (int)fw, grid, o->tokens_h, o->tokens_w);
 	for (int64_t i = 0; i < n; i++)
 		for (int64_t d = 0; d < D; d++)
 			for (int64_t k = 0; k < T; k++)

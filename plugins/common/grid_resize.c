@@ -17,7 +17,7 @@ static void source_index(int i, int in, int out, int *i0, int *i1, float *frac)
 	*frac = src - (float)*i0;
 }
 
-void repa_resize_bilinear(const float *src, int64_t planes, int h, int w, float *dst, int H, int W)
+void grid_resize_bilinear(const float *src, int64_t planes, int h, int w, float *dst, int H, int W)
 {
 	if (h == H && w == W) {
 		memcpy(dst, src, (size_t)(planes * h * w) * sizeof *dst);
